@@ -1,0 +1,96 @@
+// RpcClient: one logical connection to a server, with many requests in
+// flight, replies matched by request id, a deadline on every request, and
+// reconnection with exponential backoff.
+//
+// Requests made while disconnected wait (until their deadline) for the next
+// connection. A request already sent when the connection breaks fails with
+// ECONNRESET: the caller decides whether it is safe to retry.
+#pragma once
+
+#include <google/protobuf/message_lite.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <deque>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/cluster_key.h"
+#include "common/rpc/connection.h"
+#include "common/rpc/frame.h"
+#include "common/rpc/methods.h"
+#include "common/status.h"
+
+namespace spool::rpc {
+
+struct RpcClientOptions {
+  std::chrono::milliseconds default_timeout{10000};
+  std::chrono::milliseconds min_backoff{50};
+  std::chrono::milliseconds max_backoff{2000};
+  std::string component = "client";
+};
+
+using Clock = std::chrono::steady_clock;
+
+class RpcClient : public std::enable_shared_from_this<RpcClient> {
+ public:
+  static std::shared_ptr<RpcClient> Create(asio::io_context& io, std::string address, ClusterKey key,
+                                           RpcClientOptions options = {});
+  ~RpcClient();
+
+  // Sends a request. The future yields the reply frame, or the reply's error
+  // status, or ETIMEDOUT / ECONNRESET / ECONNREFUSED.
+  std::future<Result<Frame>> Call(Method method, const google::protobuf::MessageLite& header,
+                                  std::string payload = {}, std::chrono::milliseconds timeout = {});
+
+  // Call and wait; parses the reply header into `reply` when given.
+  Status CallSync(Method method, const google::protobuf::MessageLite& header,
+                  google::protobuf::MessageLite* reply = nullptr, std::string payload = {},
+                  std::string* reply_payload = nullptr, std::chrono::milliseconds timeout = {});
+
+  void Close();
+  bool connected() const;
+  const std::string& address() const { return address_; }
+
+ private:
+  RpcClient(asio::io_context& io, std::string address, ClusterKey key, RpcClientOptions options);
+
+  struct Pending {
+    std::promise<Result<Frame>> promise;
+    Clock::time_point deadline;
+    uint16_t method = 0;
+    std::string header;   // kept until sent
+    std::string payload;  // kept until sent
+    bool sent = false;
+  };
+
+  void ConnectLocked();                  // REQUIRES: mu_ held
+  void OnConnected(const std::shared_ptr<Connection>& c, const Status& s);
+  void OnFrame(Frame frame);
+  void OnClosed(const std::shared_ptr<Connection>& c, const Status& why);
+  void SendUnsentLocked();               // REQUIRES: mu_ held
+  void ArmSweep();
+  void Sweep();
+
+  asio::io_context& io_;
+  std::string address_;
+  ClusterKey key_;
+  RpcClientOptions options_;
+  asio::steady_timer sweep_timer_;
+  asio::steady_timer reconnect_timer_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::map<uint64_t, Pending> pending_;
+  uint64_t next_request_id_ = 1;
+  std::shared_ptr<Connection> connection_;  // set once the handshake passed
+  bool connecting_ = false;
+  bool closed_ = false;
+  std::chrono::milliseconds backoff_{0};
+  Clock::time_point next_attempt_{};
+  Status last_error_;
+};
+
+}  // namespace spool::rpc

@@ -1,0 +1,238 @@
+#include "common/rpc/connection.h"
+
+#include "common/bytes.h"
+#include "common/log.h"
+#include "common/rpc/handshake.h"
+#include "common/rpc/methods.h"
+#include "spool.pb.h"
+
+namespace spool::rpc {
+
+using asio::use_awaitable;
+
+namespace {
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+
+std::string PeerName(const asio::ip::tcp::socket& s) {
+  asio::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+}  // namespace
+
+Connection::Connection(asio::ip::tcp::socket socket, ClusterKey key, std::string component)
+    : socket_(std::move(socket)),
+      strand_(asio::make_strand(socket_.get_executor())),
+      handshake_timer_(strand_),
+      key_(std::move(key)),
+      component_(std::move(component)),
+      peer_(PeerName(socket_)) {
+  asio::error_code ec;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+}
+
+Connection::~Connection() = default;
+
+void Connection::ArmHandshakeTimer() {
+  handshake_timer_.expires_after(kHandshakeTimeout);
+  handshake_timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (!ec && !self->handshaken_) self->CloseOnStrand(Status::Error(ETIMEDOUT, "handshake timed out"));
+  });
+}
+
+void Connection::StartServer(FrameHandler on_frame, CloseHandler on_close) {
+  on_frame_ = std::move(on_frame);
+  on_close_ = std::move(on_close);
+  asio::co_spawn(strand_, [self = shared_from_this()]() { return self->RunServer(); }, asio::detached);
+}
+
+void Connection::StartClient(ReadyHandler on_ready, FrameHandler on_frame, CloseHandler on_close) {
+  on_frame_ = std::move(on_frame);
+  on_close_ = std::move(on_close);
+  asio::co_spawn(
+      strand_, [self = shared_from_this(), on_ready = std::move(on_ready)]() { return self->RunClient(on_ready); },
+      asio::detached);
+}
+
+asio::awaitable<Result<Frame>> Connection::ReadFrame() {
+  char length_field[kLengthFieldBytes];
+  asio::error_code ec;
+  co_await asio::async_read(socket_, asio::buffer(length_field), asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Error(ECONNRESET, ec == asio::error::eof ? "peer closed" : ec.message());
+  uint64_t length = GetLE(length_field, 4);
+  if (length > kMaxFrameBytes)
+    co_return Status::Error(EMSGSIZE, "frame of " + std::to_string(length) + " bytes exceeds the maximum");
+  if (length < kFixedBytes) co_return Status::Error(EPROTO, "frame shorter than its fixed part");
+  std::string body(length, '\0');
+  co_await asio::async_read(socket_, asio::buffer(body), asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return Status::Error(ECONNRESET, "truncated frame: " + ec.message());
+  co_return Frame::Decode(std::move(body));
+}
+
+asio::awaitable<void> Connection::RunServer() {
+  ArmHandshakeTimer();
+  proto::HelloChallenge challenge;
+  challenge.set_cluster_id(key_.cluster_id);
+  challenge.set_server_nonce(RandomNonce());
+  Send(static_cast<uint16_t>(Method::kHello), 0, 0, 0, challenge);
+
+  auto frame = co_await ReadFrame();
+  if (!frame.ok()) {
+    CloseOnStrand(frame.status());
+    co_return;
+  }
+  proto::HelloResponse response;
+  if (frame->method != static_cast<uint16_t>(Method::kHello) || !frame->ParseHeader(response)) {
+    CloseOnStrand(Status::Error(EPROTO, "handshake refused: malformed hello"));
+    co_return;
+  }
+  if (response.cluster_id() != key_.cluster_id) {
+    CloseOnStrand(Status::Error(EACCES, "handshake refused: cluster id '" + response.cluster_id() + "' is not ours"));
+    co_return;
+  }
+  auto expected = ClientProof(key_.key, challenge.server_nonce(), response.client_nonce(), key_.cluster_id);
+  if (response.client_nonce().size() != kNonceBytes || !ProofsEqual(expected, response.client_proof())) {
+    CloseOnStrand(Status::Error(EACCES, "handshake refused: wrong cluster key"));
+    co_return;
+  }
+  proto::HelloAccept accept;
+  accept.set_server_proof(ServerProof(key_.key, challenge.server_nonce(), response.client_nonce(), key_.cluster_id));
+  Send(static_cast<uint16_t>(Method::kHello), kFlagReply, 0, 0, accept);
+  handshaken_ = true;
+  handshake_timer_.cancel();
+  co_await ReadLoop();
+}
+
+asio::awaitable<void> Connection::RunClient(ReadyHandler on_ready) {
+  ArmHandshakeTimer();
+  auto fail = [&](const Status& s) {
+    on_ready(s);
+    CloseOnStrand(s);
+  };
+  auto frame = co_await ReadFrame();
+  if (!frame.ok()) {
+    fail(frame.status());
+    co_return;
+  }
+  proto::HelloChallenge challenge;
+  if (frame->method != static_cast<uint16_t>(Method::kHello) || !frame->ParseHeader(challenge) ||
+      challenge.server_nonce().size() != kNonceBytes) {
+    fail(Status::Error(EPROTO, "handshake: malformed challenge"));
+    co_return;
+  }
+  if (challenge.cluster_id() != key_.cluster_id) {
+    fail(Status::Error(EACCES, "handshake: server belongs to cluster '" + challenge.cluster_id() + "'"));
+    co_return;
+  }
+  proto::HelloResponse response;
+  response.set_cluster_id(key_.cluster_id);
+  response.set_client_nonce(RandomNonce());
+  response.set_client_proof(
+      ClientProof(key_.key, challenge.server_nonce(), response.client_nonce(), key_.cluster_id));
+  Send(static_cast<uint16_t>(Method::kHello), 0, 0, 0, response);
+
+  frame = co_await ReadFrame();
+  if (!frame.ok()) {
+    fail(Status::Error(EACCES, "handshake refused by server (wrong cluster key?): " + frame.status().message()));
+    co_return;
+  }
+  proto::HelloAccept accept;
+  auto expected = ServerProof(key_.key, challenge.server_nonce(), response.client_nonce(), key_.cluster_id);
+  if (!frame->ParseHeader(accept) || !ProofsEqual(expected, accept.server_proof())) {
+    fail(Status::Error(EACCES, "handshake: server does not know the cluster key"));
+    co_return;
+  }
+  handshaken_ = true;
+  handshake_timer_.cancel();
+  on_ready(Status::Ok());
+  co_await ReadLoop();
+}
+
+asio::awaitable<void> Connection::ReadLoop() {
+  for (;;) {
+    auto frame = co_await ReadFrame();
+    if (!frame.ok()) {
+      CloseOnStrand(frame.status());
+      co_return;
+    }
+    if (closed_) co_return;
+    on_frame_(std::move(frame).value());
+  }
+}
+
+void Connection::Send(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id,
+                      const google::protobuf::MessageLite& header, std::string payload) {
+  SendRaw(method, flags, status, request_id, header.SerializeAsString(), std::move(payload));
+}
+
+void Connection::SendRaw(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id, std::string header,
+                         std::string payload) {
+  OutFrame out;
+  out.prefix = EncodeFramePrefix(method, flags, status, request_id, header, payload.size());
+  out.payload = std::move(payload);
+  asio::post(strand_, [self = shared_from_this(), out = std::move(out)]() mutable {
+    if (self->closed_) return;
+    self->out_.push_back(std::move(out));
+    if (!self->writing_) self->StartWrite();
+  });
+}
+
+void Connection::StartWrite() {
+  if (out_.empty() || closed_) {
+    writing_ = false;
+    return;
+  }
+  writing_ = true;
+  auto& front = out_.front();
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(front.prefix), asio::buffer(front.payload)};
+  asio::async_write(socket_, buffers,
+                    asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec, size_t) {
+                      if (ec) {
+                        self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));
+                        return;
+                      }
+                      self->out_.pop_front();
+                      self->StartWrite();
+                    }));
+}
+
+void Connection::Close(const Status& why) {
+  asio::post(strand_, [self = shared_from_this(), why] { self->CloseOnStrand(why); });
+}
+
+void Connection::CloseOnStrand(const Status& why) {
+  if (closed_) return;
+  closed_ = true;
+  asio::error_code ec;
+  handshake_timer_.cancel();
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  out_.clear();
+  // A peer going away normally is not news; anything else is one log line.
+  if (why.code() != ECONNRESET || !handshaken_)
+    SPOOL_LOG_INFO("{} connection closed peer={} reason=\"{}\"", component_, peer_, why.ToString());
+  if (on_close_) {
+    auto cb = std::move(on_close_);
+    on_close_ = nullptr;
+    cb(why);
+  }
+  on_frame_ = nullptr;
+}
+
+Result<asio::ip::tcp::endpoint> ParseEndpoint(const std::string& host_port) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) return Status::Error(EINVAL, "address '" + host_port + "' has no :port");
+  std::string host = host_port.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "localhost") host = "127.0.0.1";
+  asio::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return Status::Error(EINVAL, "address '" + host_port + "': host is not an IP address");
+  char* end = nullptr;
+  long port = std::strtol(host_port.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port < 0 || port > 65535) return Status::Error(EINVAL, "address '" + host_port + "': bad port");
+  return asio::ip::tcp::endpoint(address, static_cast<uint16_t>(port));
+}
+
+}  // namespace spool::rpc
