@@ -34,16 +34,25 @@ RpcClient::~RpcClient() = default;
 
 std::future<Result<Frame>> RpcClient::Call(Method method, const google::protobuf::MessageLite& header,
                                            std::string payload, std::chrono::milliseconds timeout) {
+  auto promise = std::make_shared<std::promise<Result<Frame>>>();
+  auto future = promise->get_future();
+  CallAsync(method, header, std::move(payload), timeout,
+            [promise](Result<Frame> result) { promise->set_value(std::move(result)); });
+  return future;
+}
+
+void RpcClient::CallAsync(Method method, const google::protobuf::MessageLite& header, std::string payload,
+                          std::chrono::milliseconds timeout, Done done) {
   if (timeout.count() == 0) timeout = options_.default_timeout;
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (closed_) {
+    lock.unlock();
+    done(Status::Error(ESHUTDOWN, "client closed"));
+    return;
+  }
   uint64_t id = next_request_id_++;
   Pending& p = pending_[id];
-  auto future = p.promise.get_future();
-  if (closed_) {
-    p.promise.set_value(Status::Error(ESHUTDOWN, "client closed"));
-    pending_.erase(id);
-    return future;
-  }
+  p.done = std::move(done);
   p.deadline = Clock::now() + timeout;
   p.method = static_cast<uint16_t>(method);
   p.header = header.SerializeAsString();
@@ -53,7 +62,6 @@ std::future<Result<Frame>> RpcClient::Call(Method method, const google::protobuf
   } else {
     ConnectLocked();
   }
-  return future;
 }
 
 Status RpcClient::CallSync(Method method, const google::protobuf::MessageLite& header,
@@ -143,23 +151,23 @@ void RpcClient::OnConnected(const std::shared_ptr<Connection>& c, const Status& 
 }
 
 void RpcClient::OnFrame(Frame frame) {
-  std::promise<Result<Frame>> promise;
+  Done done;
   {
     std::lock_guard lock(mu_);
     auto it = pending_.find(frame.request_id);
     if (it == pending_.end()) return;  // late reply to a request that timed out
-    promise = std::move(it->second.promise);
+    done = std::move(it->second.done);
     pending_.erase(it);
   }
   Status status = ReplyStatus(frame);
   if (status.ok())
-    promise.set_value(std::move(frame));
+    done(std::move(frame));
   else
-    promise.set_value(status);
+    done(status);
 }
 
 void RpcClient::OnClosed(const std::shared_ptr<Connection>& c, const Status& why) {
-  std::vector<std::promise<Result<Frame>>> failed;
+  std::vector<Done> failed;
   {
     std::lock_guard lock(mu_);
     if (c && connection_ != c) return;  // a handshake that failed; OnConnected handled it
@@ -167,7 +175,7 @@ void RpcClient::OnClosed(const std::shared_ptr<Connection>& c, const Status& why
     last_error_ = why;
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->second.sent) {
-        failed.push_back(std::move(it->second.promise));
+        failed.push_back(std::move(it->second.done));
         it = pending_.erase(it);
       } else {
         ++it;
@@ -176,7 +184,7 @@ void RpcClient::OnClosed(const std::shared_ptr<Connection>& c, const Status& why
     bool has_unsent = !pending_.empty();
     if (has_unsent && !closed_) ConnectLocked();
   }
-  for (auto& p : failed) p.set_value(Status::Error(ECONNRESET, "connection to " + address_ + " lost: " + why.message()));
+  for (auto& done : failed) done(Status::Error(ECONNRESET, "connection to " + address_ + " lost: " + why.message()));
 }
 
 void RpcClient::ArmSweep() {
@@ -191,7 +199,7 @@ void RpcClient::ArmSweep() {
 }
 
 void RpcClient::Sweep() {
-  std::vector<std::pair<std::promise<Result<Frame>>, Status>> expired;
+  std::vector<std::pair<Done, Status>> expired;
   {
     std::lock_guard lock(mu_);
     auto now = Clock::now();
@@ -199,27 +207,26 @@ void RpcClient::Sweep() {
       if (it->second.deadline <= now) {
         std::string why = "request to " + address_ + " timed out";
         if (!it->second.sent && !last_error_.ok()) why += " (" + last_error_.message() + ")";
-        expired.emplace_back(std::move(it->second.promise), Status::Error(ETIMEDOUT, why));
+        expired.emplace_back(std::move(it->second.done), Status::Error(ETIMEDOUT, why));
         it = pending_.erase(it);
       } else {
         ++it;
       }
     }
   }
-  for (auto& [p, s] : expired) p.set_value(s);
+  for (auto& [done, s] : expired) done(s);
 }
 
 void RpcClient::Close() {
   std::shared_ptr<Connection> c;
-  std::vector<std::promise<Result<Frame>>> failed;
+  std::vector<Done> failed;
   {
     std::lock_guard lock(mu_);
     closed_ = true;
     c = std::move(connection_);
-    for (auto& [id, p] : pending_) failed.push_back(std::move(p.promise));
+    for (auto& [id, p] : pending_) failed.push_back(std::move(p.done));
     pending_.clear();
   }
-  asio::error_code ec;
   asio::post(io_, [weak = weak_from_this()] {
     if (auto self = weak.lock()) {
       self->sweep_timer_.cancel();
@@ -227,7 +234,7 @@ void RpcClient::Close() {
     }
   });
   if (c) c->Close(Status::Error(ESHUTDOWN, "client closed"));
-  for (auto& p : failed) p.set_value(Status::Error(ESHUTDOWN, "client closed"));
+  for (auto& done : failed) done(Status::Error(ESHUTDOWN, "client closed"));
 }
 
 bool RpcClient::connected() const {

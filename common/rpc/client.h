@@ -12,6 +12,7 @@
 #include <asio.hpp>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -46,6 +47,12 @@ class RpcClient : public std::enable_shared_from_this<RpcClient> {
   std::future<Result<Frame>> Call(Method method, const google::protobuf::MessageLite& header,
                                   std::string payload = {}, std::chrono::milliseconds timeout = {});
 
+  // Callback form: `done` runs exactly once, on an io thread (or inline if
+  // the client is closed). It must not block.
+  using Done = std::function<void(Result<Frame>)>;
+  void CallAsync(Method method, const google::protobuf::MessageLite& header, std::string payload,
+                 std::chrono::milliseconds timeout, Done done);
+
   // Call and wait; parses the reply header into `reply` when given.
   Status CallSync(Method method, const google::protobuf::MessageLite& header,
                   google::protobuf::MessageLite* reply = nullptr, std::string payload = {},
@@ -59,7 +66,7 @@ class RpcClient : public std::enable_shared_from_this<RpcClient> {
   RpcClient(asio::io_context& io, std::string address, ClusterKey key, RpcClientOptions options);
 
   struct Pending {
-    std::promise<Result<Frame>> promise;
+    Done done;
     Clock::time_point deadline;
     uint16_t method = 0;
     std::string header;   // kept until sent

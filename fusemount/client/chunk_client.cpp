@@ -1,0 +1,255 @@
+#include "fusemount/client/chunk_client.h"
+
+#include <condition_variable>
+#include <thread>
+
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/placement.h"
+
+namespace spool::client {
+
+using rpc::Method;
+
+Status ClusterView::Refresh() {
+  uint64_t known = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (map_) known = map_->epoch();
+  }
+  auto map = meta_.GetMap(known);
+  if (!map.ok()) return map.status();
+  std::lock_guard lock(mu_);
+  if (!map_ || map->epoch() >= map_->epoch()) map_ = std::make_shared<proto::ClusterMap>(std::move(map).value());
+  return Status::Ok();
+}
+
+std::shared_ptr<const proto::ClusterMap> ClusterView::map() {
+  {
+    std::lock_guard lock(mu_);
+    if (map_) return map_;
+  }
+  (void)Refresh();
+  std::lock_guard lock(mu_);
+  return map_;
+}
+
+std::shared_ptr<rpc::RpcClient> BrickPool::Get(const std::string& address) {
+  std::lock_guard lock(mu_);
+  auto& client = clients_[address];
+  if (!client) {
+    rpc::RpcClientOptions options;
+    options.default_timeout = timeout_;
+    options.component = "mount";
+    options.max_backoff = std::chrono::milliseconds(500);
+    client = rpc::RpcClient::Create(io_, address, key_, options);
+  }
+  return client;
+}
+
+void BrickPool::CloseAll() {
+  std::lock_guard lock(mu_);
+  for (auto& [address, client] : clients_) client->Close();
+  clients_.clear();
+}
+
+std::shared_ptr<const std::string> ChunkCache::Get(uint64_t chunk_id) {
+  std::lock_guard lock(mu_);
+  auto it = index_.find(chunk_id);
+  if (it == index_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->second;
+}
+
+void ChunkCache::Put(uint64_t chunk_id, std::shared_ptr<const std::string> bytes) {
+  std::lock_guard lock(mu_);
+  if (index_.count(chunk_id) || bytes->size() > capacity_) return;
+  bytes_ += bytes->size();
+  lru_.emplace_front(chunk_id, std::move(bytes));
+  index_[chunk_id] = lru_.begin();
+  while (bytes_ > capacity_ && !lru_.empty()) {
+    bytes_ -= lru_.back().second->size();
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+}
+
+ChunkClient::ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, BrickPool& bricks)
+    : options_(options), meta_(meta), view_(view), bricks_(bricks), cache_(options.chunk_cache_bytes) {}
+
+Result<uint64_t> ChunkClient::NextChunkId() {
+  std::lock_guard lock(id_mu_);
+  if (next_id_ == end_id_) {
+    auto first = meta_.AllocChunkIds(options_.chunk_id_batch);
+    if (!first.ok()) return first.status();
+    next_id_ = *first;
+    end_id_ = *first + options_.chunk_id_batch;
+  }
+  return next_id_++;
+}
+
+namespace {
+
+const proto::BrickEntry* FindBrick(const proto::ClusterMap& map, uint32_t id) {
+  for (const auto& b : map.bricks())
+    if (b.id() == id) return &b;
+  return nullptr;
+}
+
+// Counts outstanding replies of one round of puts.
+struct PutRound {
+  std::mutex mu;  // guards everything below
+  std::condition_variable done_cv;
+  int outstanding = 0;
+  std::vector<int> acks;                   // per chunk
+  std::vector<std::vector<uint32_t>> failed_bricks;  // per chunk
+  std::vector<int> last_error;             // per chunk
+};
+
+}  // namespace
+
+Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vector<uint64_t>* under_replicated) {
+  if (chunks.empty()) return Status::Ok();
+  auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
+  std::vector<size_t> todo(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) todo[i] = i;
+  std::vector<bool> short_of_copies(chunks.size(), false);
+  auto backoff = std::chrono::milliseconds(50);
+
+  for (int attempt = 0;; ++attempt) {
+    auto map = view_.map();
+    if (!map || map->pg_count() == 0) return Status::Error(EIO, "no cluster map from meta");
+    auto round = std::make_shared<PutRound>();
+    round->acks.assign(chunks.size(), 0);
+    round->failed_bricks.assign(chunks.size(), {});
+    round->last_error.assign(chunks.size(), 0);
+    std::vector<int> quorum(chunks.size(), 0);
+
+    for (size_t i : todo) {
+      const auto& chunk = chunks[i];
+      uint32_t pg = PgOfChunk(chunk.chunk_id, map->pg_count());
+      if (pg >= static_cast<uint32_t>(map->pgs_size())) return Status::Error(EIO, "cluster map has too few groups");
+      const auto& group = map->pgs(pg);
+      quorum[i] = std::min<int>(options_.write_quorum, group.bricks_size());
+      if (group.bricks_size() == 0) continue;
+      for (uint32_t brick_id : group.bricks()) {
+        const auto* brick = FindBrick(*map, brick_id);
+        if (!brick || brick->state() != proto::BRICK_UP) {
+          short_of_copies[i] = true;
+          continue;
+        }
+        proto::PutChunkRequest request;
+        auto* ref = request.mutable_chunk();
+        ref->set_chunk_id(chunk.chunk_id);
+        ref->set_pg(pg);
+        ref->set_crc32c(chunk.crc32c);
+        ref->set_length(static_cast<uint32_t>(chunk.bytes.size()));
+        {
+          std::lock_guard lock(round->mu);
+          ++round->outstanding;
+        }
+        bricks_.Get(brick->address())
+            ->CallAsync(Method::kPutChunk, request, chunk.bytes, options_.rpc_timeout,
+                        [round, i, brick_id](Result<rpc::Frame> result) {
+                          std::lock_guard lock(round->mu);
+                          if (result.ok()) {
+                            ++round->acks[i];
+                          } else {
+                            round->failed_bricks[i].push_back(brick_id);
+                            round->last_error[i] = result.status().code();
+                          }
+                          if (--round->outstanding == 0) round->done_cv.notify_all();
+                        });
+      }
+    }
+    {
+      std::unique_lock lock(round->mu);
+      round->done_cv.wait(lock, [&] { return round->outstanding == 0; });
+    }
+
+    std::vector<size_t> retry;
+    bool no_space = false;
+    for (size_t i : todo) {
+      if (!round->failed_bricks[i].empty()) short_of_copies[i] = true;
+      if (round->acks[i] >= quorum[i] && quorum[i] > 0) continue;
+      if (round->last_error[i] == ENOSPC) no_space = true;
+      retry.push_back(i);
+    }
+    if (retry.empty()) break;
+    if (no_space) {
+      SPOOL_LOG_ERROR("mount write failed: bricks are out of space chunk={}", chunks[retry[0]].chunk_id);
+      return Status::Error(ENOSPC, "no write quorum: bricks out of space");
+    }
+    if (std::chrono::steady_clock::now() + backoff > deadline) {
+      SPOOL_LOG_ERROR("mount write failed: fewer live copies than the write quorum ({}) chunk={} after {} attempts",
+                      options_.write_quorum, chunks[retry[0]].chunk_id, attempt + 1);
+      return Status::Error(EIO, "fewer live copies than the write quorum");
+    }
+    if (attempt == 0)
+      SPOOL_LOG_WARN("mount write waiting for quorum chunks={} first_chunk={}", retry.size(),
+                     chunks[retry[0]].chunk_id);
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    (void)view_.Refresh();
+    todo = std::move(retry);
+  }
+  if (under_replicated)
+    for (size_t i = 0; i < chunks.size(); ++i)
+      if (short_of_copies[i]) under_replicated->push_back(chunks[i].chunk_id);
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk_id, uint32_t crc32c,
+                                                                  uint32_t length) {
+  if (auto cached = cache_.Get(chunk_id)) return cached;
+  auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
+  auto backoff = std::chrono::milliseconds(50);
+  Status last = Status::Error(EIO, "no copy of chunk " + std::to_string(chunk_id) + " could be read");
+  for (int attempt = 0;; ++attempt) {
+    auto map = view_.map();
+    if (!map || map->pg_count() == 0) return Status::Error(EIO, "no cluster map from meta");
+    uint32_t pg = PgOfChunk(chunk_id, map->pg_count());
+    if (pg >= static_cast<uint32_t>(map->pgs_size())) return Status::Error(EIO, "cluster map has too few groups");
+    // Live copies first; a brick marked down is tried last, in case the map is stale.
+    std::vector<const proto::BrickEntry*> order;
+    for (uint32_t id : map->pgs(pg).bricks())
+      if (auto* b = FindBrick(*map, id); b && b->state() == proto::BRICK_UP) order.push_back(b);
+    for (uint32_t id : map->pgs(pg).bricks())
+      if (auto* b = FindBrick(*map, id); b && b->state() != proto::BRICK_UP) order.push_back(b);
+    bool any_missing_only = true;
+    for (const auto* brick : order) {
+      proto::GetChunkRequest request;
+      request.set_pg(pg);
+      request.set_chunk_id(chunk_id);
+      std::string payload;
+      proto::GetChunkReply reply;
+      auto s = bricks_.Get(brick->address())
+                   ->CallSync(Method::kGetChunk, request, &reply, {}, &payload, options_.rpc_timeout);
+      if (s.ok() && payload.size() == length && Crc32c(payload) == crc32c) {
+        auto bytes = std::make_shared<const std::string>(std::move(payload));
+        cache_.Put(chunk_id, bytes);
+        return bytes;
+      }
+      if (s.ok() || s.code() == EBADMSG) {
+        SPOOL_LOG_WARN("mount bad chunk copy chunk={} brick={} pg={} reason=\"{}\"", chunk_id, brick->id(), pg,
+                       s.ok() ? "checksum mismatch" : s.message());
+        (void)meta_.ReportBadChunk(chunk_id, pg, brick->id());
+        last = Status::Error(EIO, "chunk " + std::to_string(chunk_id) + ": bad copy on brick " +
+                                      std::to_string(brick->id()));
+      } else {
+        last = s;
+      }
+      if (s.code() != ENOENT) any_missing_only = false;
+    }
+    (void)any_missing_only;
+    if (std::chrono::steady_clock::now() + backoff > deadline) {
+      SPOOL_LOG_ERROR("mount read failed chunk={} pg={} error=\"{}\"", chunk_id, pg, last.ToString());
+      return Status::Error(EIO, last.message());
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    (void)view_.Refresh();
+  }
+}
+
+}  // namespace spool::client

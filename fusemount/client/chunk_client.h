@@ -1,0 +1,100 @@
+// ChunkClient: moves chunk bytes between the mount and the bricks.
+//
+// A write goes to every live brick of the chunk's placement group in
+// parallel and succeeds once the write quorum has acknowledged it durably;
+// copies that failed are reported so meta can repair them. A read tries the
+// group's bricks in order, verifies the CRC32C, and falls back to the next
+// copy on a mismatch or an error, reporting the bad copy.
+#pragma once
+
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/rpc/client.h"
+#include "fusemount/client/meta_client.h"
+#include "fusemount/client/options.h"
+#include "spool.pb.h"
+
+namespace spool::client {
+
+// The cluster map as this mount last saw it; refreshed from meta.
+class ClusterView {
+ public:
+  explicit ClusterView(MetaClient& meta) : meta_(meta) {}
+  Status Refresh();
+  std::shared_ptr<const proto::ClusterMap> map();
+
+ private:
+  MetaClient& meta_;
+  std::mutex mu_;  // guards map_
+  std::shared_ptr<const proto::ClusterMap> map_;
+};
+
+// One RpcClient per brick address, created on first use.
+class BrickPool {
+ public:
+  BrickPool(asio::io_context& io, ClusterKey key, std::chrono::milliseconds timeout)
+      : io_(io), key_(std::move(key)), timeout_(timeout) {}
+  std::shared_ptr<rpc::RpcClient> Get(const std::string& address);
+  void CloseAll();
+
+ private:
+  asio::io_context& io_;
+  ClusterKey key_;
+  std::chrono::milliseconds timeout_;
+  std::mutex mu_;  // guards clients_
+  std::unordered_map<std::string, std::shared_ptr<rpc::RpcClient>> clients_;
+};
+
+// Immutable chunks recently read. Never stale: a chunk id is never reused.
+class ChunkCache {
+ public:
+  explicit ChunkCache(size_t capacity_bytes) : capacity_(capacity_bytes) {}
+  std::shared_ptr<const std::string> Get(uint64_t chunk_id);
+  void Put(uint64_t chunk_id, std::shared_ptr<const std::string> bytes);
+
+ private:
+  size_t capacity_;
+  std::mutex mu_;  // guards everything below
+  size_t bytes_ = 0;
+  std::list<std::pair<uint64_t, std::shared_ptr<const std::string>>> lru_;
+  std::unordered_map<uint64_t, decltype(lru_)::iterator> index_;
+};
+
+struct ChunkToWrite {
+  uint64_t chunk_id = 0;
+  std::string bytes;
+  uint32_t crc32c = 0;
+};
+
+class ChunkClient {
+ public:
+  ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, BrickPool& bricks);
+
+  // Writes all chunks; each must reach the write quorum (retrying through
+  // map changes until the hard timeout). Chunks stored on fewer than all of
+  // their group's bricks are appended to `under_replicated`.
+  Status PutChunks(const std::vector<ChunkToWrite>& chunks, std::vector<uint64_t>* under_replicated);
+
+  // Reads and verifies a whole chunk.
+  Result<std::shared_ptr<const std::string>> ReadChunk(uint64_t chunk_id, uint32_t crc32c, uint32_t length);
+
+  // Hands out chunk ids, fetching ranges from meta.
+  Result<uint64_t> NextChunkId();
+
+ private:
+  MountOptions options_;
+  MetaClient& meta_;
+  ClusterView& view_;
+  BrickPool& bricks_;
+  ChunkCache cache_;
+  std::mutex id_mu_;  // guards next_id_, end_id_
+  uint64_t next_id_ = 0;
+  uint64_t end_id_ = 0;
+};
+
+}  // namespace spool::client

@@ -1,0 +1,267 @@
+#include "fusemount/client/meta_client.h"
+
+#include <sys/stat.h>
+
+#include <thread>
+
+#include "common/log.h"
+
+namespace spool::client {
+
+using rpc::Method;
+
+namespace {
+// Errors that mean "meta was not reached or did not answer", as opposed to
+// an answer from meta: these are retried.
+bool IsTransportError(int code) {
+  return code == ECONNRESET || code == ECONNREFUSED || code == ETIMEDOUT || code == ENOTCONN || code == EPIPE;
+}
+}  // namespace
+
+MetaClient::MetaClient(asio::io_context& io, const MountOptions& options, ClusterKey key)
+    : io_(io), options_(options), heartbeat_timer_(io) {
+  rpc::RpcClientOptions rpc_options;
+  rpc_options.default_timeout = options.rpc_timeout;
+  rpc_options.component = "mount";
+  rpc_ = rpc::RpcClient::Create(io, options.meta_address, std::move(key), rpc_options);
+}
+
+MetaClient::~MetaClient() { Stop(); }
+
+Status MetaClient::Start() {
+  auto s = OpenSession();
+  if (!s.ok()) return s;
+  Heartbeat();
+  return Status::Ok();
+}
+
+void MetaClient::Stop() {
+  if (stopped_.exchange(true)) return;
+  if (session_id_ != 0) {
+    proto::SessionHeartbeatRequest request;
+    request.set_session_id(session_id_);
+    (void)rpc_->CallSync(Method::kCloseSession, request, nullptr, {}, nullptr, std::chrono::milliseconds(1000));
+  }
+  asio::post(io_, [this] { heartbeat_timer_.cancel(); });
+  rpc_->Close();
+}
+
+void MetaClient::ReopenSessionAsync() {
+  proto::OpenSessionRequest request;
+  request.set_host(options_.host_name);
+  rpc_->CallAsync(Method::kOpenSession, request, {}, options_.rpc_timeout, [this](Result<rpc::Frame> result) {
+    proto::OpenSessionReply reply;
+    if (result.ok() && result->ParseHeader(reply)) session_id_ = reply.session_id();
+    if (!stopped_) Heartbeat();
+  });
+}
+
+Status MetaClient::OpenSession() {
+  proto::OpenSessionRequest request;
+  request.set_host(options_.host_name);
+  proto::OpenSessionReply reply;
+  auto s = Call(Method::kOpenSession, request, &reply);
+  if (!s.ok()) return s;
+  session_id_ = reply.session_id();
+  if (reply.lease_ms() > 0) lease_ms_ = reply.lease_ms();
+  return Status::Ok();
+}
+
+void MetaClient::Heartbeat() {
+  heartbeat_timer_.expires_after(std::chrono::milliseconds(std::max<uint32_t>(lease_ms_ / 4, 100)));
+  heartbeat_timer_.async_wait([this](const asio::error_code& ec) {
+    if (ec || stopped_) return;
+    proto::SessionHeartbeatRequest request;
+    request.set_session_id(session_id_);
+    rpc_->CallAsync(Method::kSessionHeartbeat, request, {}, options_.rpc_timeout, [this](Result<rpc::Frame> result) {
+      if (stopped_) return;
+      if (!result.ok() && result.status().code() == ENOENT) {
+        SPOOL_LOG_WARN("mount session expired at meta session={}; opening a new one", session_id_.load());
+        ReopenSessionAsync();
+        return;
+      }
+      Heartbeat();
+    });
+  });
+}
+
+Status MetaClient::Call(Method method, const google::protobuf::MessageLite& request,
+                        google::protobuf::MessageLite* reply, std::string* reply_payload) {
+  auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
+  auto backoff = std::chrono::milliseconds(20);
+  for (int attempt = 0;; ++attempt) {
+    auto s = rpc_->CallSync(method, request, reply, {}, reply_payload, options_.rpc_timeout);
+    if (s.ok() || !IsTransportError(s.code())) return s;
+    if (stopped_ || std::chrono::steady_clock::now() + backoff > deadline) {
+      SPOOL_LOG_ERROR("mount meta unreachable method={} error=\"{}\"", static_cast<int>(method), s.ToString());
+      return Status::Error(EIO, "metadata service unreachable: " + s.message());
+    }
+    if (attempt == 0)
+      SPOOL_LOG_WARN("mount waiting for meta method={} error=\"{}\"", static_cast<int>(method), s.ToString());
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+void MetaClient::Post(Method method, const google::protobuf::MessageLite& request) {
+  (void)rpc_->Call(method, request);
+}
+
+Result<proto::Attr> MetaClient::Lookup(uint64_t parent, const std::string& name) {
+  proto::LookupRequest request;
+  request.set_parent(parent);
+  request.set_name(name);
+  proto::EntryReply reply;
+  auto s = Call(Method::kLookup, request, &reply);
+  if (!s.ok()) return s;
+  return reply.attr();
+}
+
+Result<proto::Attr> MetaClient::GetAttr(uint64_t ino) {
+  proto::GetAttrRequest request;
+  request.set_ino(ino);
+  proto::AttrReply reply;
+  auto s = Call(Method::kGetAttr, request, &reply);
+  if (!s.ok()) return s;
+  return reply.attr();
+}
+
+Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
+  proto::AttrReply reply;
+  auto s = Call(Method::kSetAttr, request, &reply);
+  if (!s.ok()) return s;
+  return reply.attr();
+}
+
+Result<proto::Attr> MetaClient::Create(proto::CreateRequest request) {
+  if ((request.mode() & S_IFMT) == S_IFREG) request.set_session_id(session_id_);
+  proto::EntryReply reply;
+  auto s = Call(Method::kCreate, request, &reply);
+  if (!s.ok()) return s;
+  return reply.attr();
+}
+
+Status MetaClient::Unlink(uint64_t parent, const std::string& name, bool directory) {
+  proto::UnlinkRequest request;
+  request.set_parent(parent);
+  request.set_name(name);
+  request.set_directory(directory);
+  proto::Empty reply;
+  return Call(Method::kUnlink, request, &reply);
+}
+
+Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
+                          const std::string& new_name, uint32_t flags) {
+  proto::RenameRequest request;
+  request.set_old_parent(old_parent);
+  request.set_old_name(old_name);
+  request.set_new_parent(new_parent);
+  request.set_new_name(new_name);
+  request.set_flags(flags);
+  proto::Empty reply;
+  return Call(Method::kRename, request, &reply);
+}
+
+Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const std::string& new_name) {
+  proto::LinkRequest request;
+  request.set_ino(ino);
+  request.set_new_parent(new_parent);
+  request.set_new_name(new_name);
+  proto::EntryReply reply;
+  auto s = Call(Method::kLink, request, &reply);
+  if (!s.ok()) return s;
+  return reply.attr();
+}
+
+Result<std::string> MetaClient::Readlink(uint64_t ino) {
+  proto::ReadlinkRequest request;
+  request.set_ino(ino);
+  proto::ReadlinkReply reply;
+  auto s = Call(Method::kReadlink, request, &reply);
+  if (!s.ok()) return s;
+  return reply.target();
+}
+
+Result<proto::ReaddirReply> MetaClient::Readdir(uint64_t ino, const std::string& after, uint32_t max_entries,
+                                                bool plus) {
+  proto::ReaddirRequest request;
+  request.set_ino(ino);
+  request.set_after_name(after);
+  request.set_max_entries(max_entries);
+  request.set_plus(plus);
+  proto::ReaddirReply reply;
+  auto s = Call(Method::kReaddir, request, &reply);
+  if (!s.ok()) return s;
+  return reply;
+}
+
+Result<proto::StatfsReply> MetaClient::Statfs() {
+  proto::StatfsReply reply;
+  auto s = Call(Method::kStatfs, proto::Empty(), &reply);
+  if (!s.ok()) return s;
+  return reply;
+}
+
+Result<proto::OpenReply> MetaClient::Open(uint64_t ino, bool truncate) {
+  proto::OpenRequest request;
+  request.set_ino(ino);
+  request.set_session_id(session_id_);
+  request.set_truncate(truncate);
+  proto::OpenReply reply;
+  auto s = Call(Method::kOpen, request, &reply);
+  if (!s.ok()) return s;
+  return reply;
+}
+
+void MetaClient::Release(uint64_t ino) {
+  proto::ReleaseRequest request;
+  request.set_ino(ino);
+  request.set_session_id(session_id_);
+  Post(Method::kRelease, request);
+}
+
+Result<proto::GetExtentsReply> MetaClient::GetExtents(uint64_t ino) {
+  proto::GetExtentsRequest request;
+  request.set_ino(ino);
+  proto::GetExtentsReply reply;
+  auto s = Call(Method::kGetExtents, request, &reply);
+  if (!s.ok()) return s;
+  return reply;
+}
+
+Result<proto::Attr> MetaClient::CommitWrite(const proto::CommitWriteRequest& request) {
+  proto::AttrReply reply;
+  auto s = Call(Method::kCommitWrite, request, &reply);
+  if (!s.ok()) return s;
+  return reply.attr();
+}
+
+Result<uint64_t> MetaClient::AllocChunkIds(uint32_t count) {
+  proto::AllocChunkIdsRequest request;
+  request.set_count(count);
+  proto::AllocChunkIdsReply reply;
+  auto s = Call(Method::kAllocChunkIds, request, &reply);
+  if (!s.ok()) return s;
+  if (reply.count() < count || reply.first() == 0) return Status::Error(EIO, "meta returned a short chunk id range");
+  return reply.first();
+}
+
+Result<proto::ClusterMap> MetaClient::GetMap(uint64_t known_epoch) {
+  proto::GetMapRequest request;
+  request.set_known_epoch(known_epoch);
+  proto::ClusterMap reply;
+  auto s = Call(Method::kGetMap, request, &reply);
+  if (!s.ok()) return s;
+  return reply;
+}
+
+Status MetaClient::ReportBadChunk(uint64_t chunk_id, uint32_t pg, uint32_t brick_id) {
+  proto::ReportBadChunkRequest request;
+  request.set_chunk_id(chunk_id);
+  request.set_pg(pg);
+  request.set_brick_id(brick_id);
+  Post(Method::kReportBadChunk, request);
+  return Status::Ok();
+}
+
+}  // namespace spool::client

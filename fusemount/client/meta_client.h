@@ -1,0 +1,67 @@
+// MetaClient: the mount's connection to spool-meta. Every call retries
+// through connection loss (meta restart) until MountOptions::hard_timeout,
+// then fails with EIO; errors from meta itself (ENOENT, EEXIST...) are
+// returned as they are. Keeps the mount's session alive by heartbeat.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/cluster_key.h"
+#include "common/rpc/client.h"
+#include "fusemount/client/options.h"
+#include "spool.pb.h"
+
+namespace spool::client {
+
+class MetaClient {
+ public:
+  MetaClient(asio::io_context& io, const MountOptions& options, ClusterKey key);
+  ~MetaClient();
+
+  // Opens the session and starts the heartbeat.
+  Status Start();
+  void Stop();
+  uint64_t session_id() const { return session_id_.load(); }
+
+  // One request/reply exchange with retries (see class comment).
+  Status Call(rpc::Method method, const google::protobuf::MessageLite& request,
+              google::protobuf::MessageLite* reply, std::string* reply_payload = nullptr);
+  // Fire and forget (release notices): no retries, no waiting.
+  void Post(rpc::Method method, const google::protobuf::MessageLite& request);
+
+  Result<proto::Attr> Lookup(uint64_t parent, const std::string& name);
+  Result<proto::Attr> GetAttr(uint64_t ino);
+  Result<proto::Attr> SetAttr(const proto::SetAttrRequest& request);
+  Result<proto::Attr> Create(proto::CreateRequest request);
+  Status Unlink(uint64_t parent, const std::string& name, bool directory);
+  Status Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent, const std::string& new_name,
+                uint32_t flags);
+  Result<proto::Attr> Link(uint64_t ino, uint64_t new_parent, const std::string& new_name);
+  Result<std::string> Readlink(uint64_t ino);
+  Result<proto::ReaddirReply> Readdir(uint64_t ino, const std::string& after, uint32_t max_entries, bool plus);
+  Result<proto::StatfsReply> Statfs();
+  Result<proto::OpenReply> Open(uint64_t ino, bool truncate);
+  void Release(uint64_t ino);
+  Result<proto::GetExtentsReply> GetExtents(uint64_t ino);
+  Result<proto::Attr> CommitWrite(const proto::CommitWriteRequest& request);
+  Result<uint64_t> AllocChunkIds(uint32_t count);
+  Result<proto::ClusterMap> GetMap(uint64_t known_epoch);
+  Status ReportBadChunk(uint64_t chunk_id, uint32_t pg, uint32_t brick_id);
+
+ private:
+  void Heartbeat();  // on an io thread; never blocks
+  void ReopenSessionAsync();
+  Status OpenSession();
+
+  asio::io_context& io_;
+  MountOptions options_;
+  std::shared_ptr<rpc::RpcClient> rpc_;
+  std::atomic<uint64_t> session_id_{0};
+  asio::steady_timer heartbeat_timer_;
+  std::atomic<bool> stopped_{false};
+  uint32_t lease_ms_ = 30000;
+};
+
+}  // namespace spool::client

@@ -1,0 +1,38 @@
+// MountOptions: every tunable of the client, defaults documented here.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace spool::client {
+
+struct MountOptions {
+  std::string meta_address;      // host:port of spool-meta
+  std::string cluster_key_path;  // the cluster key file
+  // How long a meta or brick call keeps retrying through an outage before it
+  // fails with EIO (an NFS "hard" mount, bounded): mail programs see a pause.
+  std::chrono::milliseconds hard_timeout{60000};
+  // Deadline of one RPC attempt; a dead brick costs at most this on a read.
+  std::chrono::milliseconds rpc_timeout{5000};
+  // Copies that must be durable before a write is acknowledged (capped at
+  // the placement group's size). All live copies are always attempted.
+  uint32_t write_quorum = 2;
+  // Per-inode write-back buffer; a full buffer is flushed to the bricks.
+  size_t inode_buffer_bytes = 8u << 20;
+  // Chunk ids fetched from meta per allocation.
+  uint32_t chunk_id_batch = 1024;
+  // Immutable chunks read recently, kept in memory (always valid).
+  size_t chunk_cache_bytes = 32u << 20;
+  // Kernel attribute / entry cache lifetimes.
+  double attr_timeout_s = 1.0;
+  double entry_timeout_s = 1.0;
+  std::string host_name;  // reported to meta for the session
+};
+
+// Size of the file range whose extents meta keeps under one key; no chunk
+// ever crosses a slot boundary.
+constexpr uint64_t kSlotBytes = 1u << 20;
+constexpr uint32_t kMaxChunkBytes = 1u << 20;
+
+}  // namespace spool::client

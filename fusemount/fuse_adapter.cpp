@@ -1,0 +1,577 @@
+#include "fusemount/fuse_adapter.h"
+
+#include <sys/file.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <thread>
+
+#include "common/log.h"
+
+namespace spool::client {
+
+namespace {
+
+FuseAdapter& Self(fuse_req_t req) { return *static_cast<FuseAdapter*>(fuse_req_userdata(req)); }
+
+int64_t ToNs(const timespec& ts) { return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec; }
+timespec FromNs(int64_t ns) {
+  timespec ts;
+  ts.tv_sec = ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  return ts;
+}
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ? 0 : s.code()); }
+
+// What a descriptor remembers between requests.
+struct OpenFile {
+  uint64_t ino = 0;
+  bool posix_locked = false;  // took an fcntl lock: release them on flush
+  bool flocked = false;
+};
+
+// A directory listing in progress. FUSE offsets are indexes into `entries`
+// (after "." and ".."); the next batch resumes after the last name, so an
+// entry that exists throughout the listing is returned exactly once.
+struct DirListing {
+  std::mutex mu;  // guards everything below
+  std::vector<proto::DirEntry> entries;
+  bool complete = false;
+};
+
+constexpr uint32_t kReaddirBatch = 1024;
+
+}  // namespace
+
+FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files)
+    : options_(options), meta_(meta), files_(files) {}
+
+struct stat FuseAdapter::StatOf(const proto::Attr& attr) const {
+  struct stat st {};
+  st.st_ino = attr.ino();
+  st.st_mode = attr.mode();
+  st.st_nlink = attr.nlink();
+  st.st_uid = attr.uid();
+  st.st_gid = attr.gid();
+  st.st_size = static_cast<off_t>(attr.size());
+  st.st_rdev = attr.rdev();
+  st.st_blksize = 65536;
+  st.st_blocks = static_cast<blkcnt_t>((attr.size() + 511) / 512);
+  st.st_atim = FromNs(attr.atime_ns());
+  st.st_mtim = FromNs(attr.mtime_ns());
+  st.st_ctim = FromNs(attr.ctime_ns());
+  return st;
+}
+
+fuse_entry_param FuseAdapter::EntryParam(const proto::Attr& attr) const {
+  fuse_entry_param e{};
+  e.ino = attr.ino();
+  e.generation = attr.generation();
+  e.attr = StatOf(attr);
+  e.attr_timeout = options_.attr_timeout_s;
+  e.entry_timeout = options_.entry_timeout_s;
+  return e;
+}
+
+void FuseAdapter::ReplyEntry(fuse_req_t req, const Result<proto::Attr>& attr) {
+  if (!attr.ok()) return ReplyStatus(req, attr.status());
+  auto e = EntryParam(*attr);
+  fuse_reply_entry(req, &e);
+}
+
+void FuseAdapter::Init(fuse_conn_info* conn) {
+  conn->max_write = kMaxChunkBytes;
+  conn->max_readahead = kMaxChunkBytes;
+  if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
+  if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Data written by another mount must not be served from our page cache
+  // after a close-to-open reopen; we do not keep the cache across opens.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto attr = meta_.Lookup(parent, name);
+  if (attr.ok()) files_.Overlay(*attr);
+  if (!attr.ok() && attr.status().code() == ENOENT) {
+    // A negative entry with no lifetime: another mount may create it any time.
+    fuse_entry_param e{};
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  ReplyEntry(req, attr);
+}
+
+void FuseAdapter::GetAttr(fuse_req_t req, fuse_ino_t ino) {
+  auto attr = meta_.GetAttr(ino);
+  if (!attr.ok()) return ReplyStatus(req, attr.status());
+  files_.Overlay(*attr);
+  auto st = StatOf(*attr);
+  fuse_reply_attr(req, &st, options_.attr_timeout_s);
+}
+
+void FuseAdapter::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set) {
+  proto::SetAttrRequest request;
+  request.set_ino(ino);
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    request.set_set_mode(true);
+    request.set_mode(attr->st_mode);
+  }
+  if (to_set & FUSE_SET_ATTR_UID) {
+    request.set_set_uid(true);
+    request.set_uid(attr->st_uid);
+  }
+  if (to_set & FUSE_SET_ATTR_GID) {
+    request.set_set_gid(true);
+    request.set_gid(attr->st_gid);
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    request.set_set_size(true);
+    request.set_size(static_cast<uint64_t>(attr->st_size));
+  }
+  int64_t now = NowNs();
+  if (to_set & FUSE_SET_ATTR_ATIME) {
+    request.set_set_atime(true);
+    request.set_atime_ns((to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : ToNs(attr->st_atim));
+  }
+  if (to_set & FUSE_SET_ATTR_MTIME) {
+    request.set_set_mtime(true);
+    request.set_mtime_ns((to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : ToNs(attr->st_mtim));
+  }
+  if (to_set & FUSE_SET_ATTR_CTIME) {
+    request.set_set_ctime(true);
+    request.set_ctime_ns(ToNs(attr->st_ctim));
+  }
+  auto result = files_.SetAttr(request);
+  if (!result.ok()) return ReplyStatus(req, result.status());
+  auto st = StatOf(*result);
+  fuse_reply_attr(req, &st, options_.attr_timeout_s);
+}
+
+void FuseAdapter::Readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = meta_.Readlink(ino);
+  if (!target.ok()) return ReplyStatus(req, target.status());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void FuseAdapter::MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+                           const std::string& symlink_target) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  proto::CreateRequest request;
+  request.set_parent(parent);
+  request.set_name(name);
+  request.set_mode(mode);
+  request.set_uid(ctx->uid);
+  request.set_gid(ctx->gid);
+  request.set_rdev(rdev);
+  request.set_exclusive(true);
+  request.set_symlink_target(symlink_target);
+  ReplyEntry(req, meta_.Create(request));
+}
+
+void FuseAdapter::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  if ((mode & S_IFMT) == S_IFREG) {
+    // A regular file made by mknod is not opened by anyone.
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    proto::CreateRequest request;
+    request.set_parent(parent);
+    request.set_name(name);
+    request.set_mode(mode);
+    request.set_uid(ctx->uid);
+    request.set_gid(ctx->gid);
+    request.set_exclusive(true);
+    proto::EntryReply reply;
+    auto s = meta_.Call(rpc::Method::kCreate, request, &reply);
+    if (!s.ok()) return ReplyStatus(req, s);
+    return ReplyEntry(req, reply.attr());
+  }
+  MakeNode(req, parent, name, mode, rdev, "");
+}
+
+void FuseAdapter::Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  MakeNode(req, parent, name, (mode & 07777) | S_IFDIR, 0, "");
+}
+
+void FuseAdapter::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  MakeNode(req, parent, name, S_IFLNK | 0777, 0, link);
+}
+
+void FuseAdapter::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyStatus(req, meta_.Unlink(parent, name, false));
+}
+
+void FuseAdapter::Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyStatus(req, meta_.Unlink(parent, name, true));
+}
+
+void FuseAdapter::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                         const char* newname, unsigned int flags) {
+  ReplyStatus(req, meta_.Rename(parent, name, newparent, newname, flags));
+}
+
+void FuseAdapter::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  ReplyEntry(req, meta_.Link(ino, newparent, newname));
+}
+
+void FuseAdapter::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto attr = files_.Open(ino);
+  if (!attr.ok()) return ReplyStatus(req, attr.status());
+  auto* file = new OpenFile{ino};
+  fi->fh = reinterpret_cast<uint64_t>(file);
+  fi->keep_cache = 0;  // close-to-open: drop pages another mount may have changed
+  fi->direct_io = 0;
+  if (fuse_reply_open(req, fi) != 0) {
+    (void)files_.Release(ino);
+    meta_.Release(ino);
+    delete file;
+  }
+}
+
+void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  proto::CreateRequest request;
+  request.set_parent(parent);
+  request.set_name(name);
+  request.set_mode((mode & 07777) | S_IFREG);
+  request.set_uid(ctx->uid);
+  request.set_gid(ctx->gid);
+  request.set_exclusive(fi->flags & O_EXCL);
+  auto attr = meta_.Create(request);
+  if (!attr.ok()) return ReplyStatus(req, attr.status());
+  files_.Created(*attr);
+  auto* file = new OpenFile{attr->ino()};
+  fi->fh = reinterpret_cast<uint64_t>(file);
+  fi->keep_cache = 0;
+  auto e = EntryParam(*attr);
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    (void)files_.Release(attr->ino());
+    meta_.Release(attr->ino());
+    delete file;
+  }
+}
+
+void FuseAdapter::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  auto data = files_.Read(ino, static_cast<uint64_t>(off), size);
+  if (!data.ok()) return ReplyStatus(req, data.status());
+  fuse_reply_buf(req, data->data(), data->size());
+}
+
+void FuseAdapter::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
+  auto s = files_.Write(ino, static_cast<uint64_t>(off), std::string_view(buf, size));
+  if (!s.ok()) return ReplyStatus(req, s);
+  fuse_reply_write(req, size);
+}
+
+void FuseAdapter::Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* file = reinterpret_cast<OpenFile*>(fi->fh);
+  auto s = files_.Flush(ino);
+  // close() drops the process's fcntl locks on the file.
+  if (file && file->posix_locked)
+    (void)Lock(req, ino, fi->lock_owner, false, F_UNLCK, 0, UINT64_MAX, false, 0);
+  ReplyStatus(req, s);
+}
+
+void FuseAdapter::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* file = reinterpret_cast<OpenFile*>(fi->fh);
+  if (fi->flock_release || (file && file->flocked))
+    (void)Lock(req, ino, fi->lock_owner, true, F_UNLCK, 0, UINT64_MAX, false, 0);
+  auto s = files_.Release(ino);
+  meta_.Release(ino);
+  delete file;
+  ReplyStatus(req, s);
+}
+
+void FuseAdapter::Fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  ReplyStatus(req, files_.Flush(ino));
+}
+
+void FuseAdapter::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto attr = meta_.GetAttr(ino);
+  if (!attr.ok()) return ReplyStatus(req, attr.status());
+  if ((attr->mode() & S_IFMT) != S_IFDIR) return (void)fuse_reply_err(req, ENOTDIR);
+  fi->fh = reinterpret_cast<uint64_t>(new DirListing);
+  fuse_reply_open(req, fi);
+}
+
+void FuseAdapter::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  auto* listing = reinterpret_cast<DirListing*>(fi->fh);
+  std::lock_guard lock(listing->mu);
+  if (off == 0) {  // a new pass (or rewinddir): start from the beginning
+    listing->entries.clear();
+    listing->complete = false;
+  }
+  std::string buf(size, '\0');
+  size_t used = 0;
+  auto add = [&](const char* name, const proto::Attr* attr, fuse_ino_t entry_ino, uint32_t type, off_t next) {
+    size_t room = size - used;
+    size_t n;
+    if (plus) {
+      fuse_entry_param e{};
+      if (attr) {
+        e = EntryParam(*attr);
+      } else {
+        e.attr.st_ino = entry_ino;
+        e.attr.st_mode = type;
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, room, name, &e, next);
+    } else {
+      struct stat st {};
+      st.st_ino = entry_ino;
+      st.st_mode = type;
+      n = fuse_add_direntry(req, buf.data() + used, room, name, &st, next);
+    }
+    if (n > room) return false;
+    used += n;
+    return true;
+  };
+  // Offsets: 1 after ".", 2 after "..", 3+i after entries[i].
+  if (off < 1 && !add(".", nullptr, ino, S_IFDIR, 1)) {
+    fuse_reply_buf(req, buf.data(), used);
+    return;
+  }
+  if (off < 2 && !add("..", nullptr, 0, S_IFDIR, 2)) {
+    fuse_reply_buf(req, buf.data(), used);
+    return;
+  }
+  size_t index = off < 2 ? 0 : static_cast<size_t>(off - 2);
+  for (;;) {
+    while (index >= listing->entries.size() && !listing->complete) {
+      std::string after = listing->entries.empty() ? "" : listing->entries.back().name();
+      auto batch = meta_.Readdir(ino, after, kReaddirBatch, plus);
+      if (!batch.ok()) {
+        if (used > 0) {
+          fuse_reply_buf(req, buf.data(), used);
+          return;
+        }
+        return ReplyStatus(req, batch.status());
+      }
+      for (auto& entry : *batch->mutable_entries()) listing->entries.push_back(std::move(entry));
+      listing->complete = batch->complete() || batch->entries_size() == 0;
+    }
+    if (index >= listing->entries.size()) break;
+    auto& entry = listing->entries[index];
+    proto::Attr attr = entry.attr();
+    bool have_attr = plus && entry.has_attr() && entry.attr().ino() != 0;
+    if (have_attr) files_.Overlay(attr);
+    if (!add(entry.name().c_str(), have_attr ? &attr : nullptr, entry.ino(), entry.type(),
+             static_cast<off_t>(index + 3)))
+      break;
+    ++index;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void FuseAdapter::ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirListing*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void FuseAdapter::Statfs(fuse_req_t req, fuse_ino_t) {
+  auto reply = meta_.Statfs();
+  if (!reply.ok()) return ReplyStatus(req, reply.status());
+  struct statvfs st {};
+  constexpr uint64_t kBlock = 4096;
+  st.f_bsize = kBlock;
+  st.f_frsize = kBlock;
+  st.f_blocks = reply->capacity_bytes() / kBlock;
+  st.f_bfree = reply->free_bytes() / kBlock;
+  st.f_bavail = st.f_bfree;
+  st.f_files = reply->inodes() + (1ull << 32);
+  st.f_ffree = 1ull << 32;
+  st.f_favail = st.f_ffree;
+  st.f_namemax = 255;
+  fuse_reply_statfs(req, &st);
+}
+
+void FuseAdapter::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                           int flags) {
+  proto::XattrRequest request;
+  request.set_ino(ino);
+  request.set_name(name);
+  request.set_value(std::string(value, size));
+  request.set_flags(static_cast<uint32_t>(flags));
+  proto::Empty reply;
+  ReplyStatus(req, meta_.Call(rpc::Method::kSetXattr, request, &reply));
+}
+
+void FuseAdapter::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  proto::XattrRequest request;
+  request.set_ino(ino);
+  request.set_name(name);
+  proto::XattrReply reply;
+  auto s = meta_.Call(rpc::Method::kGetXattr, request, &reply);
+  if (!s.ok()) return ReplyStatus(req, s);
+  if (size == 0) return (void)fuse_reply_xattr(req, reply.value().size());
+  if (reply.value().size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, reply.value().data(), reply.value().size());
+}
+
+void FuseAdapter::ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  proto::XattrRequest request;
+  request.set_ino(ino);
+  proto::XattrReply reply;
+  auto s = meta_.Call(rpc::Method::kListXattr, request, &reply);
+  if (!s.ok()) return ReplyStatus(req, s);
+  std::string names;
+  for (const auto& n : reply.names()) names.append(n).push_back('\0');
+  if (size == 0) return (void)fuse_reply_xattr(req, names.size());
+  if (names.size() > size) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, names.data(), names.size());
+}
+
+void FuseAdapter::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  proto::XattrRequest request;
+  request.set_ino(ino);
+  request.set_name(name);
+  proto::Empty reply;
+  ReplyStatus(req, meta_.Call(rpc::Method::kRemoveXattr, request, &reply));
+}
+
+Status FuseAdapter::Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start,
+                         uint64_t end, bool wait, uint32_t pid) {
+  proto::LockRequest request;
+  request.set_ino(ino);
+  request.set_session_id(meta_.session_id());
+  request.set_owner(owner);
+  request.set_start(start);
+  request.set_end(end);
+  request.set_type(type);
+  request.set_flock(flock);
+  request.set_pid(pid);
+  // A blocking lock polls: meta holds no request open for us, so a mount
+  // that dies while waiting leaves nothing behind.
+  auto backoff = std::chrono::milliseconds(5);
+  for (;;) {
+    request.set_session_id(meta_.session_id());
+    proto::Empty reply;
+    auto s = meta_.Call(rpc::Method::kSetLock, request, &reply);
+    if (s.ok() || !wait || s.code() != EAGAIN) return s;
+    if (fuse_req_interrupted(req)) return Status::Error(EINTR, "lock wait interrupted");
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+  }
+}
+
+void FuseAdapter::GetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+  proto::LockRequest request;
+  request.set_ino(ino);
+  request.set_session_id(meta_.session_id());
+  request.set_owner(fi->lock_owner);
+  request.set_start(static_cast<uint64_t>(lock->l_start));
+  request.set_end(lock->l_len == 0 ? UINT64_MAX : static_cast<uint64_t>(lock->l_start + lock->l_len - 1));
+  request.set_type(static_cast<uint32_t>(lock->l_type));
+  proto::LockReply reply;
+  auto s = meta_.Call(rpc::Method::kGetLock, request, &reply);
+  if (!s.ok()) return ReplyStatus(req, s);
+  lock->l_type = static_cast<short>(reply.type());
+  if (reply.type() != F_UNLCK) {
+    lock->l_whence = SEEK_SET;
+    lock->l_start = static_cast<off_t>(reply.start());
+    lock->l_len = reply.end() == UINT64_MAX ? 0 : static_cast<off_t>(reply.end() - reply.start() + 1);
+    lock->l_pid = static_cast<pid_t>(reply.pid());
+  }
+  fuse_reply_lock(req, lock);
+}
+
+void FuseAdapter::SetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
+  uint64_t start = static_cast<uint64_t>(lock->l_start);
+  uint64_t end = lock->l_len == 0 ? UINT64_MAX : static_cast<uint64_t>(lock->l_start + lock->l_len - 1);
+  auto s = Lock(req, ino, fi->lock_owner, false, static_cast<uint32_t>(lock->l_type), start, end, sleep != 0,
+                static_cast<uint32_t>(lock->l_pid));
+  if (s.ok() && lock->l_type != F_UNLCK)
+    if (auto* file = reinterpret_cast<OpenFile*>(fi->fh)) file->posix_locked = true;
+  ReplyStatus(req, s);
+}
+
+void FuseAdapter::Flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  uint32_t type = (op & LOCK_UN) ? F_UNLCK : (op & LOCK_EX) ? F_WRLCK : F_RDLCK;
+  auto s = Lock(req, ino, fi->lock_owner, true, type, 0, UINT64_MAX, !(op & LOCK_NB), 0);
+  if (s.ok())
+    if (auto* file = reinterpret_cast<OpenFile*>(fi->fh)) file->flocked = type != F_UNLCK;
+  ReplyStatus(req, s.code() == EAGAIN ? Status::Error(EWOULDBLOCK, s.message()) : s);
+}
+
+void FuseAdapter::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info*) {
+  // Space is not reserved ahead on bricks; plain fallocate grows the file
+  // (the new range reads as zeros), which is what callers observe.
+  if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (mode & FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, 0);
+  auto attr = meta_.GetAttr(ino);
+  if (!attr.ok()) return ReplyStatus(req, attr.status());
+  files_.Overlay(*attr);
+  uint64_t want = static_cast<uint64_t>(offset + length);
+  if (want <= attr->size()) return (void)fuse_reply_err(req, 0);
+  proto::SetAttrRequest request;
+  request.set_ino(ino);
+  request.set_set_size(true);
+  request.set_size(want);
+  ReplyStatus(req, files_.SetAttr(request).status());
+}
+
+const fuse_lowlevel_ops& FuseAdapter::Operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = [](void* userdata, fuse_conn_info* conn) { static_cast<FuseAdapter*>(userdata)->Init(conn); };
+    o.lookup = [](fuse_req_t r, fuse_ino_t p, const char* n) { Self(r).Lookup(r, p, n); };
+    o.forget = [](fuse_req_t r, fuse_ino_t, uint64_t) { fuse_reply_none(r); };
+    o.forget_multi = [](fuse_req_t r, size_t, fuse_forget_data*) { fuse_reply_none(r); };
+    o.getattr = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { Self(r).GetAttr(r, i); };
+    o.setattr = [](fuse_req_t r, fuse_ino_t i, struct stat* a, int s, fuse_file_info*) { Self(r).SetAttr(r, i, a, s); };
+    o.readlink = [](fuse_req_t r, fuse_ino_t i) { Self(r).Readlink(r, i); };
+    o.mknod = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) { Self(r).Mknod(r, p, n, m, d); };
+    o.mkdir = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) { Self(r).Mkdir(r, p, n, m); };
+    o.unlink = [](fuse_req_t r, fuse_ino_t p, const char* n) { Self(r).Unlink(r, p, n); };
+    o.rmdir = [](fuse_req_t r, fuse_ino_t p, const char* n) { Self(r).Rmdir(r, p, n); };
+    o.symlink = [](fuse_req_t r, const char* l, fuse_ino_t p, const char* n) { Self(r).Symlink(r, l, p, n); };
+    o.rename = [](fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn, unsigned int f) {
+      Self(r).Rename(r, p, n, np, nn, f);
+    };
+    o.link = [](fuse_req_t r, fuse_ino_t i, fuse_ino_t np, const char* nn) { Self(r).Link(r, i, np, nn); };
+    o.open = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { Self(r).Open(r, i, fi); };
+    o.read = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) { Self(r).Read(r, i, s, o, fi); };
+    o.write = [](fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, fuse_file_info* fi) {
+      Self(r).Write(r, i, b, s, o, fi);
+    };
+    o.flush = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { Self(r).Flush(r, i, fi); };
+    o.release = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { Self(r).Release(r, i, fi); };
+    o.fsync = [](fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { Self(r).Fsync(r, i, d, fi); };
+    o.opendir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { Self(r).OpenDir(r, i, fi); };
+    o.readdir = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+      Self(r).ReadDir(r, i, s, o, fi, false);
+    };
+    o.readdirplus = [](fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+      Self(r).ReadDir(r, i, s, o, fi, true);
+    };
+    o.releasedir = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { Self(r).ReleaseDir(r, i, fi); };
+    // Namespace changes are durable at meta before they are answered.
+    o.fsyncdir = [](fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(r, 0); };
+    o.statfs = [](fuse_req_t r, fuse_ino_t i) { Self(r).Statfs(r, i); };
+    o.setxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
+      Self(r).SetXattr(r, i, n, v, s, f);
+    };
+    o.getxattr = [](fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { Self(r).GetXattr(r, i, n, s); };
+    o.listxattr = [](fuse_req_t r, fuse_ino_t i, size_t s) { Self(r).ListXattr(r, i, s); };
+    o.removexattr = [](fuse_req_t r, fuse_ino_t i, const char* n) { Self(r).RemoveXattr(r, i, n); };
+    o.create = [](fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
+      Self(r).Create(r, p, n, m, fi);
+    };
+    o.getlk = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, struct flock* l) { Self(r).GetLk(r, i, fi, l); };
+    o.setlk = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, struct flock* l, int s) {
+      Self(r).SetLk(r, i, fi, l, s);
+    };
+    o.flock = [](fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, int op) { Self(r).Flock(r, i, fi, op); };
+    o.fallocate = [](fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info* fi) {
+      Self(r).Fallocate(r, i, m, o, l, fi);
+    };
+    return o;
+  }();
+  return ops;
+}
+
+}  // namespace spool::client

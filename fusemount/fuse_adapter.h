@@ -1,0 +1,73 @@
+// FuseAdapter: the libfuse low-level operations of a spoolfs mount. Each
+// method translates one FUSE request into calls on the client library
+// (MetaClient for names, FileStore for bytes) and the result into a reply;
+// errors travel as errno values end to end.
+//
+// FUSE inode numbers are meta's inode numbers (root = 1), so the adapter
+// keeps no inode table and `forget` needs no bookkeeping.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "fusemount/client/file_store.h"
+#include "fusemount/client/meta_client.h"
+#include "fusemount/client/options.h"
+
+namespace spool::client {
+
+class FuseAdapter {
+ public:
+  FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files);
+
+  // The operation table; its userdata must be this adapter.
+  static const fuse_lowlevel_ops& Operations();
+
+  void Init(fuse_conn_info* conn);
+  void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void GetAttr(fuse_req_t req, fuse_ino_t ino);
+  void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set);
+  void Readlink(fuse_req_t req, fuse_ino_t ino);
+  void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name);
+  void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+              unsigned int flags);
+  void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname);
+  void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);
+  void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
+  void ReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Statfs(fuse_req_t req, fuse_ino_t ino);
+  void SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
+  void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  void RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  void GetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock);
+  void SetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep);
+  void Flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
+  void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi);
+
+ private:
+  void ReplyEntry(fuse_req_t req, const Result<proto::Attr>& attr);
+  void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+                const std::string& symlink_target);
+  fuse_entry_param EntryParam(const proto::Attr& attr) const;
+  struct stat StatOf(const proto::Attr& attr) const;
+  Status Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start, uint64_t end,
+              bool wait, uint32_t pid);
+
+  MountOptions options_;
+  MetaClient& meta_;
+  FileStore& files_;
+};
+
+}  // namespace spool::client

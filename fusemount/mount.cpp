@@ -1,0 +1,218 @@
+#include "fusemount/mount.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "common/log.h"
+#include "common/rpc/runtime.h"
+#include "fusemount/client/chunk_client.h"
+#include "fusemount/client/file_store.h"
+#include "fusemount/client/meta_client.h"
+#include "fusemount/fuse_adapter.h"
+
+namespace spool::client {
+
+namespace {
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: spoolfs --meta HOST:PORT --cluster-key FILE [options] MOUNTPOINT\n"
+               "  --meta HOST:PORT       metadata service (or -o meta=HOST:PORT)\n"
+               "  --cluster-key FILE     cluster key file (or -o cluster_key=FILE)\n"
+               "  -f                     stay in the foreground\n"
+               "  -d                     foreground with FUSE debug output\n"
+               "  --threads N            FUSE worker threads (default 16)\n"
+               "  --write-quorum N       copies durable before a write is acknowledged (default 2)\n"
+               "  --hard-timeout-ms N    how long calls retry through an outage (default 60000)\n"
+               "  --attr-timeout S       kernel attribute cache lifetime in seconds (default 1)\n"
+               "  --entry-timeout S      kernel entry cache lifetime in seconds (default 1)\n"
+               "  --log-level L          trace|debug|info|warn|error (default info)\n"
+               "  -o OPT[,OPT...]        mount options: allow_other, default_permissions (always on),\n"
+               "                         _netdev and other fstab-only options are ignored\n");
+}
+
+// Options fstab and mount(8) pass that are ours or only meant for mount(8).
+bool TakeOwnOption(const std::string& opt, MountCommand* c) {
+  auto value = [&](const char* prefix) { return opt.substr(std::strlen(prefix)); };
+  if (opt.rfind("meta=", 0) == 0) {
+    c->options.meta_address = value("meta=");
+  } else if (opt.rfind("cluster_key=", 0) == 0) {
+    c->options.cluster_key_path = value("cluster_key=");
+  } else if (opt.rfind("write_quorum=", 0) == 0) {
+    c->options.write_quorum = static_cast<uint32_t>(std::stoul(value("write_quorum=")));
+  } else if (opt == "_netdev" || opt == "auto" || opt == "noauto" || opt == "nofail" || opt == "defaults" ||
+             opt == "rw" || opt == "user" || opt == "nouser" || opt.rfind("x-", 0) == 0 ||
+             opt.rfind("comment=", 0) == 0) {
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  c->options.host_name = host;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&]() -> std::string {
+        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--meta") {
+        c->options.meta_address = next();
+      } else if (a == "--cluster-key") {
+        c->options.cluster_key_path = next();
+      } else if (a == "-f") {
+        c->foreground = true;
+      } else if (a == "-d") {
+        c->foreground = c->debug = true;
+      } else if (a == "--threads") {
+        c->threads = std::stoi(next());
+      } else if (a == "--write-quorum") {
+        c->options.write_quorum = static_cast<uint32_t>(std::stoul(next()));
+      } else if (a == "--hard-timeout-ms") {
+        c->options.hard_timeout = std::chrono::milliseconds(std::stol(next()));
+      } else if (a == "--attr-timeout") {
+        c->options.attr_timeout_s = std::stod(next());
+      } else if (a == "--entry-timeout") {
+        c->options.entry_timeout_s = std::stod(next());
+      } else if (a == "--log-level") {
+        c->log_level = next();
+      } else if (a == "-o") {
+        std::stringstream opts(next());
+        std::string opt;
+        while (std::getline(opts, opt, ','))
+          if (!opt.empty() && !TakeOwnOption(opt, c)) c->fuse_options.push_back(opt);
+      } else if (a == "-h" || a == "--help") {
+        Usage();
+        return false;
+      } else if (!a.empty() && a[0] != '-' && c->mountpoint.empty()) {
+        c->mountpoint = a;
+      } else {
+        throw std::invalid_argument("unknown argument " + a);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "spoolfs: %s\n", e.what());
+    Usage();
+    return false;
+  }
+  if (c->options.meta_address.empty() || c->options.cluster_key_path.empty() || c->mountpoint.empty()) {
+    std::fprintf(stderr, "spoolfs: --meta, --cluster-key and a mountpoint are required\n");
+    Usage();
+    return false;
+  }
+  return true;
+}
+
+int RunMount(const MountCommand& command) {
+  InitLogging(command.log_level);
+  auto key = ClusterKey::Load(command.options.cluster_key_path);
+  if (!key.ok()) {
+    std::fprintf(stderr, "spoolfs: %s\n", key.status().ToString().c_str());
+    return 1;
+  }
+  // Check that meta answers before mounting, so that a wrong address or key
+  // is a clear error now instead of a hung mount. The threads of this check
+  // end before we daemonize (fork keeps only the calling thread).
+  {
+    rpc::IoRuntime probe_runtime(1);
+    rpc::RpcClientOptions probe_options;
+    probe_options.default_timeout = std::chrono::milliseconds(5000);
+    auto probe = rpc::RpcClient::Create(probe_runtime.io(), command.options.meta_address, *key, probe_options);
+    proto::ClusterMap map;
+    auto s = probe->CallSync(rpc::Method::kGetMap, proto::GetMapRequest(), &map);
+    probe->Close();
+    probe_runtime.Stop();
+    if (!s.ok()) {
+      std::fprintf(stderr, "spoolfs: cannot reach meta at %s: %s\n", command.options.meta_address.c_str(),
+                   s.ToString().c_str());
+      return 1;
+    }
+  }
+
+  std::vector<std::string> args = {"spoolfs", "-o", "fsname=spoolfs,subtype=spoolfs,default_permissions"};
+  if (getuid() == 0) args.back() += ",allow_other";
+  for (const auto& o : command.fuse_options) args.back() += "," + o;
+  if (command.debug) args.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  // The adapter needs the client objects, which need threads; they are
+  // created after daemonizing and bound through this indirection.
+  struct Holder {
+    FuseAdapter* adapter = nullptr;
+  };
+  MountOptions options = command.options;
+  rpc::IoRuntime* runtime = nullptr;
+  std::unique_ptr<rpc::IoRuntime> runtime_owner;
+  std::unique_ptr<MetaClient> meta;
+  std::unique_ptr<ClusterView> view;
+  std::unique_ptr<BrickPool> bricks;
+  std::unique_ptr<ChunkClient> chunks;
+  std::unique_ptr<FileStore> files;
+  std::unique_ptr<FuseAdapter> adapter;
+  // FuseAdapter's address is the session's userdata; construct it in place
+  // later by keeping a stable storage slot.
+  alignas(FuseAdapter) static unsigned char adapter_storage[sizeof(FuseAdapter)];
+
+  fuse_session* se = fuse_session_new(&fargs, &FuseAdapter::Operations(), sizeof(fuse_lowlevel_ops), adapter_storage);
+  if (!se) {
+    std::fprintf(stderr, "spoolfs: bad FUSE options\n");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0 || fuse_session_mount(se, command.mountpoint.c_str()) != 0) {
+    std::fprintf(stderr, "spoolfs: cannot mount at %s\n", command.mountpoint.c_str());
+    fuse_session_destroy(se);
+    return 1;
+  }
+  fuse_daemonize(command.foreground ? 1 : 0);
+
+  runtime_owner = std::make_unique<rpc::IoRuntime>(4);
+  runtime = runtime_owner.get();
+  meta = std::make_unique<MetaClient>(runtime->io(), options, *key);
+  auto started = meta->Start();
+  if (!started.ok()) {
+    SPOOL_LOG_ERROR("mount cannot open a session with meta error=\"{}\"", started.ToString());
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  view = std::make_unique<ClusterView>(*meta);
+  (void)view->Refresh();
+  bricks = std::make_unique<BrickPool>(runtime->io(), *key, options.rpc_timeout);
+  chunks = std::make_unique<ChunkClient>(options, *meta, *view, *bricks);
+  files = std::make_unique<FileStore>(options, *meta, *chunks);
+  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files);
+  SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
+                 meta->session_id());
+
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(config, 0);
+  fuse_loop_cfg_set_max_threads(config, static_cast<unsigned>(command.threads));
+  int rc = fuse_session_loop_mt(se, config);
+  fuse_loop_cfg_destroy(config);
+
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  adapter_ptr->~FuseAdapter();
+  files.reset();
+  chunks.reset();
+  meta->Stop();
+  bricks->CloseAll();
+  runtime->Stop();
+  SPOOL_LOG_INFO("mount unmounted mountpoint={}", command.mountpoint);
+  return rc == 0 ? 0 : 1;
+}
+
+}  // namespace spool::client

@@ -1,0 +1,27 @@
+// RunMount: mounts the cluster at a mountpoint and serves FUSE requests
+// until unmounted or signalled (SIGTERM/SIGINT/SIGHUP unmount cleanly).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fusemount/client/options.h"
+
+namespace spool::client {
+
+struct MountCommand {
+  MountOptions options;
+  std::string mountpoint;
+  bool foreground = false;
+  bool debug = false;
+  int threads = 16;
+  std::vector<std::string> fuse_options;  // passed to the kernel as -o
+  std::string log_level = "info";
+};
+
+// Parses `spoolfs` arguments; returns false and prints usage on error.
+// Accepts both --meta/--cluster-key and the fstab forms -o meta=,cluster_key=.
+bool ParseMountCommand(int argc, char** argv, MountCommand* command);
+int RunMount(const MountCommand& command);
+
+}  // namespace spool::client
