@@ -133,16 +133,26 @@ void RpcClient::ConnectLocked() {
 }
 
 void RpcClient::OnConnected(const std::shared_ptr<Connection>& c, const Status& s) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   connecting_ = false;
   if (!s.ok() || closed_) {
     last_error_ = s;
     backoff_ = std::min(options_.max_backoff, std::max(options_.min_backoff, backoff_ * 2));
     next_attempt_ = Clock::now() + backoff_;
     if (closed_ && c) c->Close(Status::Error(ESHUTDOWN, "client closed"));
-    bool has_unsent = false;
-    for (auto& [id, p] : pending_) has_unsent |= !p.sent;
-    if (has_unsent && !closed_) ConnectLocked();
+    // Fail fast: a caller with other copies to try (a dead brick) should not
+    // wait out its deadline; a caller that must wait (meta) retries itself.
+    std::vector<Done> failed;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (!it->second.sent) {
+        failed.push_back(std::move(it->second.done));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    lock.unlock();
+    for (auto& done : failed) done(s.ok() ? Status::Error(ESHUTDOWN, "client closed") : s);
     return;
   }
   backoff_ = std::chrono::milliseconds(0);

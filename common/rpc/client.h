@@ -2,9 +2,11 @@
 // flight, replies matched by request id, a deadline on every request, and
 // reconnection with exponential backoff.
 //
-// Requests made while disconnected wait (until their deadline) for the next
-// connection. A request already sent when the connection breaks fails with
-// ECONNRESET: the caller decides whether it is safe to retry.
+// A request made while disconnected starts a connection attempt (no sooner
+// than the backoff allows) and fails with that attempt's error (ECONNREFUSED,
+// EACCES for a refused handshake) if it fails. A request already sent when
+// the connection breaks fails with ECONNRESET: the caller decides whether it
+// is safe to retry.
 #pragma once
 
 #include <google/protobuf/message_lite.h>
