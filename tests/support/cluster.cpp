@@ -1,0 +1,146 @@
+#include "tests/support/cluster.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/cluster_key.h"
+#include "common/rpc/client.h"
+#include "common/rpc/runtime.h"
+
+namespace spool::testing {
+
+bool IsFuseMounted(const std::string& path) {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    std::istringstream fields(line);
+    std::string source, target, type;
+    fields >> source >> target >> type;
+    if (target == path && type.rfind("fuse", 0) == 0) return true;
+  }
+  return false;
+}
+
+LocalCluster::LocalCluster(ClusterConfig config) : config_(std::move(config)) {
+  key_path_ = MakeClusterKey(dir_);
+  meta_port_ = FreePort();
+  meta_address_ = "127.0.0.1:" + std::to_string(meta_port_);
+  for (int i = 0; i < config_.bricks; ++i) {
+    bricks_.push_back(std::make_unique<ChildProcess>());
+    brick_ports_.push_back(FreePort());
+  }
+}
+
+LocalCluster::~LocalCluster() {
+  for (auto& m : mounts_) {
+    if (m.process && m.process->running()) Unmount(m.path);
+  }
+  for (auto& b : bricks_) b->Kill(SIGKILL);
+  meta_.Kill(SIGKILL);
+}
+
+bool LocalCluster::StartMeta() {
+  std::vector<std::string> argv = {BinaryPath("meta/spool-meta"), "--data", dir_.Sub("meta"), "--listen",
+                                   meta_address_, "--cluster-key", key_path_, "--replicas",
+                                   std::to_string(config_.replicas)};
+  argv.insert(argv.end(), config_.meta_args.begin(), config_.meta_args.end());
+  if (!meta_.Start(argv, dir_.Sub("meta.log"))) return false;
+  return WaitForPort(meta_port_);
+}
+
+void LocalCluster::KillMeta(int signal) {
+  meta_.Kill(signal);
+  meta_.Wait();
+}
+
+bool LocalCluster::StartBrick(int index) {
+  std::string address = "127.0.0.1:" + std::to_string(brick_ports_[index]);
+  std::vector<std::string> argv = {BinaryPath("brickd/spool-brickd"), "--data", brick_dir(index), "--listen",
+                                   address, "--cluster-key", key_path_, "--meta", meta_address_,
+                                   "--failure-domain", "brick" + std::to_string(index)};
+  argv.insert(argv.end(), config_.brick_args.begin(), config_.brick_args.end());
+  if (!bricks_[index]->Start(argv, dir_.Sub("brick" + std::to_string(index) + ".log"))) return false;
+  return WaitForPort(brick_ports_[index]);
+}
+
+void LocalCluster::KillBrick(int index, int signal) {
+  bricks_[index]->Kill(signal);
+  bricks_[index]->Wait();
+}
+
+bool LocalCluster::Status(proto::StatusReply* reply) {
+  auto key = ClusterKey::Load(key_path_);
+  if (!key.ok()) return false;
+  rpc::IoRuntime runtime(1);
+  auto client = rpc::RpcClient::Create(runtime.io(), meta_address_, *key);
+  auto s = client->CallSync(rpc::Method::kStatus, proto::Empty(), reply, {}, nullptr, std::chrono::seconds(5));
+  client->Close();
+  runtime.Stop();
+  return s.ok();
+}
+
+bool LocalCluster::WaitBricksUp(int count, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    proto::StatusReply status;
+    if (Status(&status)) {
+      int up = 0;
+      for (const auto& b : status.map().bricks()) up += b.state() == proto::BRICK_UP;
+      if (up >= count) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+bool LocalCluster::Start() {
+  if (!StartMeta()) return false;
+  for (int i = 0; i < config_.bricks; ++i)
+    if (!StartBrick(i)) return false;
+  return WaitBricksUp(config_.bricks);
+}
+
+std::string LocalCluster::Mount(const std::vector<std::string>& extra_args) {
+  std::string path = dir_.Sub("mnt" + std::to_string(next_mount_++));
+  ::mkdir(path.c_str(), 0755);
+  std::vector<std::string> argv = {BinaryPath("fusemount/spoolfs"), "-f", "--meta", meta_address_, "--cluster-key",
+                                   key_path_};
+  argv.insert(argv.end(), config_.mount_args.begin(), config_.mount_args.end());
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv.push_back(path);
+  MountProcess m{path, std::make_unique<ChildProcess>()};
+  if (!m.process->Start(argv, path + ".log")) return "";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!IsFuseMounted(path)) {
+    if (std::chrono::steady_clock::now() > deadline || !m.process->running()) return "";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  mounts_.push_back(std::move(m));
+  return path;
+}
+
+void LocalCluster::Unmount(const std::string& mountpoint) {
+  for (auto& m : mounts_) {
+    if (m.path != mountpoint) continue;
+    std::string cmd = "fusermount3 -u " + mountpoint + " 2>/dev/null || umount -l " + mountpoint + " 2>/dev/null";
+    if (std::system(cmd.c_str()) != 0) m.process->Kill(SIGTERM);
+    if (m.process->Wait(std::chrono::seconds(10)) == -1) m.process->Kill(SIGKILL);
+    m.process->Wait();
+  }
+}
+
+void LocalCluster::KillMount(const std::string& mountpoint) {
+  for (auto& m : mounts_) {
+    if (m.path != mountpoint) continue;
+    m.process->Kill(SIGKILL);
+    m.process->Wait();
+    std::string cmd = "umount -l " + mountpoint + " 2>/dev/null";
+    (void)std::system(cmd.c_str());
+  }
+}
+
+}  // namespace spool::testing
