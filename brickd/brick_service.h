@@ -1,0 +1,43 @@
+// BrickService: the brick's RPC methods (100-107), translated to ChunkStore
+// calls. Every request is validated here before use (sizes, counts, pg range,
+// payload length against the declared chunk lengths); a bad request gets an
+// error reply, never a crash.
+#pragma once
+
+#include <string>
+
+#include "brickd/chunk_store.h"
+#include "brickd/identity.h"
+#include "common/rpc/server.h"
+
+namespace spool::brick {
+
+// Bounds on one request, beyond the frame limit.
+constexpr uint32_t kMaxChunksPerRequest = 4096;       // delete, read-many, put-many
+constexpr uint32_t kDefaultListEntries = 1024;
+constexpr uint32_t kMaxListEntries = 16384;
+
+class BrickService {
+ public:
+  // REQUIRES: store outlives the service and every handler call.
+  BrickService(ChunkStore* store, BrickIdentity identity, std::string data_dir);
+
+  // Registers the handlers. REQUIRES: before server.Listen.
+  void Register(rpc::RpcServer& server);
+
+ private:
+  void PutChunk(const rpc::Frame& frame, const rpc::Responder& responder);
+  void GetChunk(const rpc::Frame& frame, const rpc::Responder& responder);
+  void DeleteChunks(const rpc::Frame& frame, const rpc::Responder& responder);
+  void StatChunk(const rpc::Frame& frame, const rpc::Responder& responder);
+  void ListChunks(const rpc::Frame& frame, const rpc::Responder& responder);
+  void ReadChunks(const rpc::Frame& frame, const rpc::Responder& responder);
+  void PutChunks(const rpc::Frame& frame, const rpc::Responder& responder);
+  void BrickInfo(const rpc::Frame& frame, const rpc::Responder& responder);
+
+  ChunkStore* store_;
+  BrickIdentity identity_;
+  std::string data_dir_;
+};
+
+}  // namespace spool::brick

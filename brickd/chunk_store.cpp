@@ -1,0 +1,465 @@
+#include "brickd/chunk_store.h"
+
+#include <rocksdb/convenience.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <future>
+#include <unordered_map>
+
+#include "common/bytes.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+
+namespace spool::brick {
+namespace {
+
+constexpr char kMetaFamily[] = "meta";
+constexpr char kDataFamily[] = "data";
+constexpr uint8_t kMetaFormat = 1;
+constexpr size_t kKeyBytes = 12;
+constexpr size_t kMetaValueBytes = 9;
+
+std::string EncodeMeta(uint32_t crc, uint32_t length) {
+  std::string v;
+  v.push_back(static_cast<char>(kMetaFormat));
+  PutBE32(v, crc);
+  PutBE32(v, length);
+  return v;
+}
+
+std::string ChunkName(uint32_t pg, uint64_t chunk_id) {
+  return "chunk " + std::to_string(chunk_id) + " (pg " + std::to_string(pg) + ")";
+}
+
+Status CorruptCopy(uint32_t pg, uint64_t chunk_id, const std::string& why) {
+  return Status::Error(EBADMSG, "copy of " + ChunkName(pg, chunk_id) + " on this brick is corrupt: " + why);
+}
+
+Status ValidateChunkAddress(uint32_t pg, uint64_t chunk_id) {
+  if (pg >= kMaxPgCount)
+    return Status::Error(EINVAL, ChunkName(pg, chunk_id) + ": pg out of range (max " +
+                                     std::to_string(kMaxPgCount - 1) + ")");
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string ChunkKey(uint32_t pg, uint64_t chunk_id) {
+  std::string key;
+  key.reserve(kKeyBytes);
+  PutBE32(key, pg);
+  PutBE64(key, chunk_id);
+  return key;
+}
+
+Status FromRocks(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return Status::Ok();
+  int code = EIO;
+  if (s.IsNoSpace())
+    code = ENOSPC;
+  else if (s.IsNotFound())
+    code = ENOENT;
+  else if (s.IsCorruption())
+    code = EBADMSG;
+  else if (s.IsBusy() || s.IsTryAgain())
+    code = EAGAIN;
+  else if (s.IsTimedOut())
+    code = ETIMEDOUT;
+  else if (s.IsShutdownInProgress())
+    code = ESHUTDOWN;
+  else if (s.IsInvalidArgument())
+    code = EINVAL;
+  return Status::Error(code, what + ": " + s.ToString());
+}
+
+Result<SpaceInfo> DiskSpace(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return Status::Error(errno, "statvfs " + path);
+  SpaceInfo info;
+  info.capacity_bytes = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+  info.free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  uint64_t free_all = static_cast<uint64_t>(st.f_bfree) * st.f_frsize;
+  info.used_bytes = info.capacity_bytes > free_all ? info.capacity_bytes - free_all : 0;
+  return info;
+}
+
+ChunkStore::ChunkStore(ChunkStoreOptions options) : options_(std::move(options)) {}
+
+Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& options) {
+  std::unique_ptr<ChunkStore> store(new ChunkStore(options));
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.paranoid_checks = true;
+  db_options.allow_fallocate = options.allow_fallocate;
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 5;
+  // A clean shutdown flushes memtables, so a restart need not replay a large WAL.
+  db_options.avoid_flush_during_shutdown = false;
+
+  rocksdb::ColumnFamilyOptions meta_options;
+  meta_options.write_buffer_size = std::min<uint64_t>(options.write_buffer_size, 16ull << 20);
+  rocksdb::BlockBasedTableOptions table_options;
+  table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  meta_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+
+  rocksdb::ColumnFamilyOptions data_options;
+  data_options.write_buffer_size = options.write_buffer_size;
+  data_options.enable_blob_files = true;
+  data_options.min_blob_size = 0;  // every chunk goes to a blob file, however small
+  data_options.blob_file_size = options.blob_file_size;
+  data_options.enable_blob_garbage_collection = true;
+  data_options.blob_garbage_collection_age_cutoff = 0.25;
+  auto supported = rocksdb::GetSupportedCompressions();
+  bool zstd = std::find(supported.begin(), supported.end(), rocksdb::kZSTD) != supported.end();
+  data_options.blob_compression_type = zstd ? rocksdb::kZSTD : rocksdb::kNoCompression;
+  if (!zstd) SPOOL_LOG_WARN("chunkstore zstd=unsupported blob_compression=none");
+  data_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {kMetaFamily, meta_options},
+      {kDataFamily, data_options},
+  };
+  rocksdb::DB* db = nullptr;
+  auto s = rocksdb::DB::Open(db_options, options.db_dir, families, &store->handles_, &db);
+  if (!s.ok()) return FromRocks(s, "open chunk store " + options.db_dir);
+  store->db_.reset(db);
+  store->meta_cf_ = store->handles_[1];
+  store->data_cf_ = store->handles_[2];
+  store->committer_ = std::thread([s = store.get()] { s->CommitLoop(); });
+  return store;
+}
+
+ChunkStore::~ChunkStore() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
+  if (db_) {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    handles_.clear();
+    auto s = db_->Close();
+    if (!s.ok()) SPOOL_LOG_WARN("chunkstore close error=\"{}\"", s.ToString());
+    db_.reset();
+  }
+}
+
+void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done) {
+  auto op = std::make_unique<WriteOp>();
+  if (chunks.empty()) return done(Status::Ok());
+  for (auto& c : chunks) {
+    const auto& info = c.info;
+    if (auto s = ValidateChunkAddress(info.pg, info.chunk_id); !s.ok()) return done(s);
+    if (c.bytes.size() > kMaxChunkBytes)
+      return done(Status::Error(EINVAL, ChunkName(info.pg, info.chunk_id) + ": " + std::to_string(c.bytes.size()) +
+                                            " bytes exceed the chunk limit of " + std::to_string(kMaxChunkBytes)));
+    if (c.bytes.size() != info.length)
+      return done(Status::Error(EINVAL, ChunkName(info.pg, info.chunk_id) + ": length says " +
+                                            std::to_string(info.length) + " but " + std::to_string(c.bytes.size()) +
+                                            " bytes came"));
+    uint32_t crc = Crc32c(c.bytes);
+    if (crc != info.crc32c)
+      return done(Status::Error(EBADMSG, ChunkName(info.pg, info.chunk_id) + ": checksum mismatch (client says " +
+                                             std::to_string(info.crc32c) + ", bytes have " + std::to_string(crc) +
+                                             "); not stored"));
+    op->bytes += c.bytes.size() + kKeyBytes * 2 + kMetaValueBytes;
+  }
+  auto space = DiskSpace(options_.db_dir);
+  if (!space.ok()) return done(space.status());
+  if (space->free_bytes < options_.reserve_bytes + op->bytes) {
+    space_low_ = true;
+    return done(Status::Error(ENOSPC, "brick is full: " + std::to_string(space->free_bytes) +
+                                          " bytes free, reserve is " + std::to_string(options_.reserve_bytes)));
+  }
+  op->puts = std::move(chunks);
+  op->done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+void ChunkStore::Delete(std::vector<ChunkInfo> chunks, Done done) {
+  for (auto& c : chunks)
+    if (auto s = ValidateChunkAddress(c.pg, c.chunk_id); !s.ok()) return done(s);
+  if (chunks.empty()) return done(Status::Ok());
+  auto op = std::make_unique<WriteOp>();
+  op->is_delete = true;
+  op->bytes = chunks.size() * kKeyBytes * 2;
+  op->deletes = std::move(chunks);
+  op->done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+void ChunkStore::Enqueue(std::unique_ptr<WriteOp> op) {
+  Status refused;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      refused = Status::Error(ESHUTDOWN, "chunk store is closing");
+    } else if (!op->is_delete && queued_bytes_ > 0 && queued_bytes_ + op->bytes > options_.max_queued_bytes) {
+      // Deletes are always accepted: they are how a full brick gets room back.
+      refused = Status::Error(EAGAIN, "brick write queue is full; retry");
+    } else {
+      queued_bytes_ += op->bytes;
+      queue_.push_back(std::move(op));
+    }
+  }
+  if (!refused.ok()) return op->done(refused);  // answered outside the lock
+  queue_cv_.notify_one();
+}
+
+void ChunkStore::CommitLoop() {
+  for (;;) {
+    std::vector<std::unique_ptr<WriteOp>> ops;
+    {
+      std::unique_lock lock(mu_);
+      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and every write answered
+      uint64_t bytes = 0;
+      while (!queue_.empty() && (ops.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
+        bytes += queue_.front()->bytes;
+        ops.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      queued_bytes_ -= bytes;
+    }
+    CommitBatch(ops);
+  }
+}
+
+Status ChunkStore::CheckPutAgainstExisting(const ChunkWrite& chunk,
+                                           const std::vector<std::pair<std::string, uint32_t>>& batch_puts) {
+  std::optional<uint32_t> existing_crc;
+  auto key = ChunkKey(chunk.info.pg, chunk.info.chunk_id);
+  for (auto& [k, crc] : batch_puts)
+    if (k == key) existing_crc = crc;
+  if (!existing_crc) {
+    auto meta = ReadMeta(chunk.info.pg, chunk.info.chunk_id);
+    if (meta.ok())
+      existing_crc = meta->crc32c;
+    else if (meta.status().code() != ENOENT && meta.status().code() != EBADMSG)
+      return meta.status();
+  }
+  // Same content again (a retried or repeated put) overwrites, which also
+  // repairs a copy whose bytes went bad. Different content under the same id
+  // would make replicas diverge: refused.
+  if (existing_crc && *existing_crc != chunk.info.crc32c)
+    return Status::Error(EEXIST, ChunkName(chunk.info.pg, chunk.info.chunk_id) +
+                                     " already exists with different content (chunks are immutable)");
+  return Status::Ok();
+}
+
+void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
+  rocksdb::WriteBatch batch;
+  std::vector<Status> results(ops.size());
+  // Puts of this batch, so that a later op sees an earlier one's chunk.
+  std::vector<std::pair<std::string, uint32_t>> batch_puts;
+  bool had_deletes = false;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto& op = *ops[i];
+    if (op.is_delete) {
+      had_deletes = true;
+      for (auto& c : op.deletes) {
+        auto key = ChunkKey(c.pg, c.chunk_id);
+        batch.Delete(meta_cf_, key);
+        batch.Delete(data_cf_, key);
+        std::erase_if(batch_puts, [&](auto& p) { return p.first == key; });
+      }
+      continue;
+    }
+    for (auto& c : op.puts) {
+      results[i] = CheckPutAgainstExisting(c, batch_puts);
+      if (!results[i].ok()) break;
+    }
+    if (!results[i].ok()) continue;
+    for (auto& c : op.puts) {
+      auto key = ChunkKey(c.info.pg, c.info.chunk_id);
+      batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length));
+      batch.Put(data_cf_, key, c.bytes);
+      batch_puts.emplace_back(std::move(key), c.info.crc32c);
+    }
+  }
+
+  Status write_status;
+  if (batch.Count() > 0) {
+    if (needs_resume_) {
+      // A previous write failed with a background error (a full disk): the
+      // database refuses writes until resumed, which works once there is room.
+      auto s = db_->Resume();
+      if (s.ok()) {
+        needs_resume_ = false;
+        SPOOL_LOG_INFO("chunkstore resumed after error");
+      } else {
+        write_status = FromRocks(s, "resume chunk store");
+      }
+    }
+    if (write_status.ok()) {
+      rocksdb::WriteOptions write_options;
+      write_options.sync = true;
+      auto s = db_->Write(write_options, &batch);
+      if (!s.ok()) {
+        write_status = FromRocks(s, "write chunks");
+        needs_resume_ = true;
+        SPOOL_LOG_ERROR("chunkstore write failed ops={} error=\"{}\"", ops.size(), s.ToString());
+      }
+    }
+  }
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Status s = results[i].ok() ? write_status : results[i];
+    if (s.code() == ENOSPC) space_low_ = true;
+    ops[i]->done(s);
+  }
+  // After a full disk, deletes only give space back once compaction drops
+  // the deleted keys and blob GC removes their blob files.
+  if (had_deletes && write_status.ok() && space_low_.exchange(false)) {
+    auto s = Compact();
+    SPOOL_LOG_INFO("chunkstore compacted after full disk status=\"{}\"", s.ToString());
+  }
+}
+
+Status ChunkStore::Compact() {
+  rocksdb::CompactRangeOptions options;
+  options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  options.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
+  options.blob_garbage_collection_age_cutoff = 1.0;
+  for (auto* cf : {meta_cf_, data_cf_}) {
+    auto s = db_->CompactRange(options, cf, nullptr, nullptr);
+    if (!s.ok()) return FromRocks(s, "compact chunk store");
+  }
+  return Status::Ok();
+}
+
+Status ChunkStore::PutSync(std::vector<ChunkWrite> chunks) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  Put(std::move(chunks), [&promise](const Status& s) { promise.set_value(s); });
+  return future.get();
+}
+
+Status ChunkStore::PutSync(uint32_t pg, uint64_t chunk_id, std::string_view bytes) {
+  ChunkWrite w;
+  w.info = {chunk_id, pg, Crc32c(bytes), static_cast<uint32_t>(bytes.size())};
+  w.bytes.assign(bytes);
+  std::vector<ChunkWrite> chunks;
+  chunks.push_back(std::move(w));
+  return PutSync(std::move(chunks));
+}
+
+Status ChunkStore::DeleteSync(std::vector<ChunkInfo> chunks) {
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  Delete(std::move(chunks), [&promise](const Status& s) { promise.set_value(s); });
+  return future.get();
+}
+
+Result<ChunkInfo> ChunkStore::ReadMeta(uint32_t pg, uint64_t chunk_id) {
+  if (auto s = ValidateChunkAddress(pg, chunk_id); !s.ok()) return s;
+  std::string value;
+  auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, ChunkKey(pg, chunk_id), &value);
+  if (s.IsNotFound()) return Status::Error(ENOENT, ChunkName(pg, chunk_id) + " is not on this brick");
+  if (!s.ok()) return FromRocks(s, "read metadata of " + ChunkName(pg, chunk_id));
+  if (value.size() != kMetaValueBytes || static_cast<uint8_t>(value[0]) != kMetaFormat)
+    return CorruptCopy(pg, chunk_id, "malformed metadata record");
+  ChunkInfo info;
+  info.chunk_id = chunk_id;
+  info.pg = pg;
+  info.crc32c = GetBE32(std::string_view(value).substr(1));
+  info.length = GetBE32(std::string_view(value).substr(5));
+  return info;
+}
+
+Result<ChunkInfo> ChunkStore::Stat(uint32_t pg, uint64_t chunk_id) { return ReadMeta(pg, chunk_id); }
+
+Result<std::string> ChunkStore::Get(uint32_t pg, uint64_t chunk_id, uint32_t offset, uint32_t length,
+                                    ChunkInfo* info_out) {
+  auto info = ReadMeta(pg, chunk_id);
+  if (!info.ok()) return info.status();
+  if (offset > info->length || (length > 0 && uint64_t{offset} + length > info->length))
+    return Status::Error(EINVAL, "range [" + std::to_string(offset) + ", +" + std::to_string(length) +
+                                     ") is outside " + ChunkName(pg, chunk_id) + " of " +
+                                     std::to_string(info->length) + " bytes");
+  rocksdb::ReadOptions read_options;
+  read_options.verify_checksums = true;
+  rocksdb::PinnableSlice value;
+  auto s = db_->Get(read_options, data_cf_, ChunkKey(pg, chunk_id), &value);
+  if (s.IsNotFound()) return CorruptCopy(pg, chunk_id, "bytes missing");
+  if (s.IsCorruption()) return CorruptCopy(pg, chunk_id, s.ToString());
+  if (!s.ok()) return FromRocks(s, "read " + ChunkName(pg, chunk_id));
+  if (value.size() != info->length)
+    return CorruptCopy(pg, chunk_id, "length " + std::to_string(value.size()) + " instead of " +
+                                         std::to_string(info->length));
+  if (Crc32c(value.data(), value.size()) != info->crc32c) return CorruptCopy(pg, chunk_id, "checksum mismatch");
+  if (info_out) *info_out = *info;
+  uint32_t n = length == 0 ? info->length - offset : length;
+  return std::string(value.data() + offset, n);
+}
+
+Result<ListResult> ChunkStore::List(uint32_t pg, std::optional<uint64_t> after, uint32_t max_entries) {
+  if (auto s = ValidateChunkAddress(pg, 0); !s.ok()) return s;
+  ListResult result;
+  if (after && *after == UINT64_MAX) {
+    result.complete = true;
+    return result;
+  }
+  std::string start = ChunkKey(pg, after ? *after + 1 : 0);
+  std::string end = ChunkKey(pg + 1, 0);  // pg < 2^20, so pg + 1 does not wrap
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, meta_cf_));
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    if (result.chunks.size() >= max_entries) return result;
+    auto key = it->key();
+    auto value = it->value();
+    if (key.size() != kKeyBytes || value.size() != kMetaValueBytes) continue;
+    ChunkInfo info;
+    info.pg = pg;
+    info.chunk_id = GetBE64(std::string_view(key.data() + 4, 8));
+    info.crc32c = GetBE32(std::string_view(value.data() + 1, 4));
+    info.length = GetBE32(std::string_view(value.data() + 5, 4));
+    result.chunks.push_back(info);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "list pg " + std::to_string(pg));
+  result.complete = true;
+  return result;
+}
+
+Result<ReadManyResult> ChunkStore::ReadMany(uint32_t pg, const std::vector<uint64_t>& chunk_ids, uint64_t max_bytes) {
+  if (auto s = ValidateChunkAddress(pg, 0); !s.ok()) return s;
+  ReadManyResult result;
+  for (size_t i = 0; i < chunk_ids.size(); ++i) {
+    uint64_t id = chunk_ids[i];
+    auto meta = ReadMeta(pg, id);
+    if (meta.ok() && result.payload.size() + meta->length > max_bytes) {
+      result.deferred.assign(chunk_ids.begin() + static_cast<ptrdiff_t>(i), chunk_ids.end());
+      break;
+    }
+    ChunkInfo info;
+    auto bytes = meta.ok() ? Get(pg, id, 0, 0, &info) : Result<std::string>(meta.status());
+    if (bytes.ok()) {
+      result.chunks.push_back(info);
+      result.payload.append(*bytes);
+    } else if (bytes.status().code() == ENOENT) {
+      result.missing.push_back(id);
+    } else if (bytes.status().code() == EBADMSG) {
+      result.corrupt.push_back(id);
+    } else {
+      return bytes.status();
+    }
+  }
+  return result;
+}
+
+uint64_t ChunkStore::ApproximateChunkCount() {
+  uint64_t n = 0;
+  db_->GetIntProperty(meta_cf_, "rocksdb.estimate-num-keys", &n);
+  return n;
+}
+
+}  // namespace spool::brick

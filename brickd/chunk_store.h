@@ -1,0 +1,171 @@
+// ChunkStore: the chunks of one brick, on one local disk, in RocksDB.
+//
+// Layout. Two column families in one database, keyed alike by
+//   BE32(pg) + BE64(chunk_id)
+// so that every placement group is one contiguous, sorted key range (catch-up
+// after an outage is a diff of two sorted per-PG listings):
+//   "meta": 9 bytes per chunk: format(1) + BE32 crc32c + BE32 length. Small;
+//           stat and list read only this family and never touch a blob.
+//   "data": the chunk bytes, stored in RocksDB blob files (zstd, blob GC), so
+//           many small chunks are packed into large sequential files.
+// Both are written in one WriteBatch, so a chunk is either fully present or absent.
+//
+// Durability. Put/Delete are asynchronous: they queue the write and call
+// `done` once it is synced to disk (WAL fsync). One committer thread drains the
+// queue into a single WriteBatch written with sync=true and then answers every
+// write in it: many concurrent puts share one fsync (group commit).
+//
+// Errors (Status codes, the errno the client sees):
+//   EBADMSG    the client's CRC32C does not match the bytes (put), or the copy
+//              on this brick is corrupt (get/read: bytes never served)
+//   ENOENT     no such chunk
+//   EINVAL     malformed argument: length mismatch, chunk too large, pg out of
+//              range, range outside the chunk
+//   EEXIST     put of an existing chunk id with different content (chunks are
+//              immutable; the same content again is fine: puts are idempotent)
+//   ENOSPC     free space below the reserve, or the disk is full
+//   EAGAIN     the write queue is full; retry later
+//   ESHUTDOWN  the store is closing
+//   EIO        any other storage error
+//
+// Thread safety: every method may be called from any thread at once.
+#pragma once
+
+#include <rocksdb/db.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "brickd/options.h"
+#include "common/status.h"
+
+namespace spool::brick {
+
+// What the store knows about one chunk.
+struct ChunkInfo {
+  uint64_t chunk_id = 0;
+  uint32_t pg = 0;
+  uint32_t crc32c = 0;  // of the whole chunk
+  uint32_t length = 0;  // of the whole chunk
+};
+
+// One chunk to store: its identity and checksum as the client claims them, and its bytes.
+struct ChunkWrite {
+  ChunkInfo info;
+  std::string bytes;
+};
+
+struct ListResult {
+  std::vector<ChunkInfo> chunks;  // in chunk id order
+  bool complete = false;          // true if the listing reached the end of the PG
+};
+
+struct ReadManyResult {
+  std::vector<ChunkInfo> chunks;  // found and verified, in payload order
+  std::string payload;            // their bytes back to back
+  std::vector<uint64_t> missing;
+  std::vector<uint64_t> corrupt;
+  std::vector<uint64_t> deferred;  // not read: the reply would exceed max_bytes
+};
+
+struct SpaceInfo {
+  uint64_t capacity_bytes = 0;
+  uint64_t free_bytes = 0;  // available to unprivileged writers
+  uint64_t used_bytes = 0;
+};
+
+// statvfs of the file system holding `path`.
+Result<SpaceInfo> DiskSpace(const std::string& path);
+
+class ChunkStore {
+ public:
+  using Done = std::function<void(const Status&)>;
+
+  // Opens (creating if needed) the database in options.db_dir and starts the committer.
+  static Result<std::unique_ptr<ChunkStore>> Open(const ChunkStoreOptions& options);
+  // Answers every queued write, stops the committer and closes the database.
+  ~ChunkStore();
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+
+  // Validates and queues chunks to store; `done` runs once, on some thread,
+  // after they are all durable (or with the error that kept all of them out:
+  // a multi-chunk put is all or nothing). `done` may run before Put returns.
+  void Put(std::vector<ChunkWrite> chunks, Done done);
+  // Queues the removal of chunks (absent ones are fine); `done` after it is durable.
+  void Delete(std::vector<ChunkInfo> chunks, Done done);
+
+  // Blocking forms of Put/Delete, for tests and tools.
+  Status PutSync(std::vector<ChunkWrite> chunks);
+  Status PutSync(uint32_t pg, uint64_t chunk_id, std::string_view bytes);
+  Status DeleteSync(std::vector<ChunkInfo> chunks);
+
+  // Reads bytes [offset, offset+length) of a chunk (length 0 = to the end),
+  // after verifying the CRC32C of the whole chunk.
+  Result<std::string> Get(uint32_t pg, uint64_t chunk_id, uint32_t offset = 0, uint32_t length = 0,
+                          ChunkInfo* info = nullptr);
+  // Checksum and length of a chunk, from the metadata only (bytes not read).
+  Result<ChunkInfo> Stat(uint32_t pg, uint64_t chunk_id);
+  // Chunks of one PG with id > after (or from the start if !after), at most max_entries.
+  Result<ListResult> List(uint32_t pg, std::optional<uint64_t> after, uint32_t max_entries);
+  // Reads and verifies many chunks of one PG, up to max_bytes of payload.
+  Result<ReadManyResult> ReadMany(uint32_t pg, const std::vector<uint64_t>& chunk_ids, uint64_t max_bytes);
+
+  // Flushes and compacts everything, dropping deleted chunks and collecting
+  // garbage blob files, so deleted bytes go back to the file system.
+  Status Compact();
+
+  uint64_t ApproximateChunkCount();
+  const ChunkStoreOptions& options() const { return options_; }
+
+ private:
+  struct WriteOp {
+    bool is_delete = false;
+    std::vector<ChunkWrite> puts;
+    std::vector<ChunkInfo> deletes;
+    uint64_t bytes = 0;
+    Done done;
+  };
+
+  explicit ChunkStore(ChunkStoreOptions options);
+  void Enqueue(std::unique_ptr<WriteOp> op);
+  void CommitLoop();
+  void CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops);
+  Status CheckPutAgainstExisting(const ChunkWrite& chunk,
+                                 const std::vector<std::pair<std::string, uint32_t>>& batch_puts);
+  Result<ChunkInfo> ReadMeta(uint32_t pg, uint64_t chunk_id);
+
+  ChunkStoreOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* data_cf_ = nullptr;
+
+  std::mutex mu_;                    // guards queue_, queued_bytes_, stopping_
+  std::condition_variable queue_cv_;  // signalled when queue_ grows or stopping_ is set
+  std::deque<std::unique_ptr<WriteOp>> queue_;
+  uint64_t queued_bytes_ = 0;
+  bool stopping_ = false;
+
+  // Owned by the committer thread.
+  bool needs_resume_ = false;         // a write failed with a background error: Resume() first
+  std::atomic<bool> space_low_{false};  // a put was refused for space: compact after deletes
+  std::thread committer_;
+};
+
+// The RocksDB key of a chunk: BE32(pg) + BE64(chunk_id).
+std::string ChunkKey(uint32_t pg, uint64_t chunk_id);
+// Maps a RocksDB status to an errno Status, naming `what`.
+Status FromRocks(const rocksdb::Status& s, const std::string& what);
+
+}  // namespace spool::brick

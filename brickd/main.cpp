@@ -1,0 +1,49 @@
+// spool-brickd: keeps chunks on one local disk and serves them over RPC.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "brickd/daemon.h"
+#include "common/log.h"
+
+int main(int argc, char** argv) {
+  spool::brick::BrickOptions options;
+  CLI::App app{"spool-brickd: a spoolfs brick (chunk store on one local disk)"};
+  app.add_option("--data", options.data_dir, "brick data directory (formatted on first start)")->required();
+  app.add_option("--listen", options.listen, "HOST:PORT to serve on")->capture_default_str();
+  app.add_option("--cluster-key", options.cluster_key_file, "cluster key file (cluster-id + key)")->required();
+  app.add_option("--meta", options.meta_address, "HOST:PORT of spool-meta; empty = run without meta")
+      ->capture_default_str();
+  app.add_option("--failure-domain", options.failure_domain, "failure domain name (default: this host's name)")
+      ->capture_default_str();
+  app.add_option("--advertise", options.advertise, "HOST:PORT clients reach this brick at (default: --listen)")
+      ->capture_default_str();
+  app.add_option("--reserve-bytes", options.reserve_bytes, "refuse puts when free space falls below this")
+      ->capture_default_str();
+  app.add_option("--threads", options.threads, "RPC io threads")->capture_default_str();
+  app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  spool::InitLogging(options.log_level);
+
+  // Signals are taken synchronously by this thread: block them before any
+  // other thread starts so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto daemon = spool::brick::BrickDaemon::Start(options);
+  if (!daemon.ok()) {
+    SPOOL_LOG_ERROR("brickd refused to start error=\"{}\"", daemon.status().ToString());
+    std::fprintf(stderr, "spool-brickd: %s\n", daemon.status().message().c_str());
+    return 1;
+  }
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  SPOOL_LOG_INFO("brickd stopping signal={}", signal_number);
+  daemon.value()->Stop();
+  return 0;
+}

@@ -1,0 +1,105 @@
+#include "brickd/meta_link.h"
+
+#include "brickd/chunk_store.h"
+#include "common/log.h"
+#include "spool.pb.h"
+
+namespace spool::brick {
+
+namespace {
+constexpr auto kRpcTimeout = std::chrono::milliseconds(3000);
+}
+
+MetaLink::MetaLink(asio::io_context& io, ClusterKey key, MetaLinkOptions options) : options_(std::move(options)) {
+  rpc::RpcClientOptions client_options;
+  client_options.component = "brickd-meta";
+  client_options.default_timeout = kRpcTimeout;
+  client_ = rpc::RpcClient::Create(io, options_.meta_address, std::move(key), client_options);
+}
+
+MetaLink::~MetaLink() { Stop(); }
+
+void MetaLink::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void MetaLink::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (client_) client_->Close();
+}
+
+bool MetaLink::SleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  return !cv_.wait_for(lock, d, [&] { return stopping_; });
+}
+
+bool MetaLink::Register() {
+  proto::RegisterBrickRequest request;
+  request.set_uuid(options_.brick_uuid);
+  request.set_address(options_.advertise);
+  request.set_failure_domain(options_.failure_domain);
+  if (auto space = DiskSpace(options_.data_dir); space.ok()) {
+    request.set_capacity_bytes(space->capacity_bytes);
+    request.set_used_bytes(space->used_bytes);
+  }
+  proto::RegisterBrickReply reply;
+  auto s = client_->CallSync(rpc::Method::kRegisterBrick, request, &reply);
+  if (!s.ok()) {
+    SPOOL_LOG_WARN("brickd meta_register_failed meta={} error=\"{}\"", options_.meta_address, s.ToString());
+    return false;
+  }
+  brick_id_ = reply.brick_id();
+  map_epoch_ = reply.map().epoch();
+  SPOOL_LOG_INFO("brickd registered meta={} brick_id={} epoch={}", options_.meta_address, reply.brick_id(),
+                 map_epoch_);
+  return true;
+}
+
+int MetaLink::Heartbeat() {
+  proto::HeartbeatRequest request;
+  request.set_brick_id(brick_id_);
+  request.set_map_epoch(map_epoch_);
+  if (auto space = DiskSpace(options_.data_dir); space.ok()) {
+    request.set_capacity_bytes(space->capacity_bytes);
+    request.set_used_bytes(space->used_bytes);
+  }
+  proto::HeartbeatReply reply;
+  auto s = client_->CallSync(rpc::Method::kBrickHeartbeat, request, &reply);
+  if (!s.ok()) return s.code();
+  map_epoch_ = std::max(map_epoch_, reply.map_epoch());
+  return 0;
+}
+
+void MetaLink::Run() {
+  auto backoff = options_.min_backoff;
+  bool registered = false;
+  int failed_heartbeats = 0;
+  for (;;) {
+    if (!registered) {
+      registered = Register();
+      if (!registered) {
+        if (!SleepFor(backoff)) return;
+        backoff = std::min(options_.max_backoff, backoff * 2);
+        continue;
+      }
+      backoff = options_.min_backoff;
+    }
+    if (!SleepFor(options_.heartbeat_interval)) return;
+    int error = Heartbeat();
+    if (error == 0) {
+      if (failed_heartbeats > 0) SPOOL_LOG_INFO("brickd meta_heartbeat_ok after_failures={}", failed_heartbeats);
+      failed_heartbeats = 0;
+    } else if (error == ENOENT) {
+      SPOOL_LOG_WARN("brickd meta_forgot_brick brick_id={} action=re-register", brick_id_.load());
+      registered = false;
+    } else if (failed_heartbeats++ == 0) {
+      // One line when meta goes away, one when it comes back.
+      SPOOL_LOG_WARN("brickd meta_heartbeat_failed meta={} errno={}", options_.meta_address, error);
+    }
+  }
+}
+
+}  // namespace spool::brick

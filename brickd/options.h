@@ -1,0 +1,47 @@
+// BrickOptions: everything a brick daemon is started with, defaults in one
+// place. main.cpp fills it from flags; tests and the benchmark fill it directly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace spool::brick {
+
+// Largest chunk a brick stores. A file is cut into chunks of at most this size.
+constexpr uint32_t kMaxChunkBytes = 1u << 20;
+// Placement groups are numbered below this bound (2^20), whatever the cluster's pg_count.
+constexpr uint32_t kMaxPgCount = 1u << 20;
+
+struct ChunkStoreOptions {
+  // Directory of the RocksDB database (created if missing).
+  std::string db_dir;
+  // Puts are refused with ENOSPC while the file system holding db_dir has
+  // fewer free bytes than this (plus the put's own size), so that deletes,
+  // compaction and RocksDB's own bookkeeping still have room on a full disk.
+  uint64_t reserve_bytes = 64ull << 20;
+  // Memtable size per column family; also bounds the WAL between flushes.
+  uint64_t write_buffer_size = 64ull << 20;
+  // Blob file size: chunks are packed into files of about this size.
+  uint64_t blob_file_size = 256ull << 20;
+  // Most bytes the committer writes in one synced WriteBatch.
+  uint64_t max_batch_bytes = 32ull << 20;
+  // Puts queued for the committer beyond this are refused with EAGAIN.
+  uint64_t max_queued_bytes = 256ull << 20;
+  // Whether RocksDB may fallocate WAL and blob files ahead of use. Good on a
+  // real disk; tests on a tiny tmpfs turn it off.
+  bool allow_fallocate = true;
+};
+
+struct BrickOptions {
+  std::string data_dir;                // --data: the brick's directory (identity file + db/)
+  std::string listen = "127.0.0.1:7100";  // --listen HOST:PORT
+  std::string cluster_key_file;        // --cluster-key FILE
+  std::string meta_address;            // --meta HOST:PORT; empty = run without meta
+  std::string failure_domain;          // --failure-domain; empty = this host's name
+  std::string advertise;               // --advertise HOST:PORT; empty = listen
+  uint64_t reserve_bytes = 64ull << 20;  // --reserve-bytes
+  int threads = 4;                     // --threads: RPC io threads
+  std::string log_level = "info";      // --log-level
+};
+
+}  // namespace spool::brick
