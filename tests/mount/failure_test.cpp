@@ -1,0 +1,186 @@
+// Failures during mail delivery, on real processes: a brick or meta is
+// SIGKILLed while deliveries run; the mount rides through, and every
+// acknowledged message is present and intact afterwards.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "tests/mount/mount_env.h"
+
+using namespace spool::testing;
+
+namespace {
+
+ClusterConfig WithBrickDownAfter(const char* ms) {
+  ClusterConfig config;
+  config.meta_args = {"--brick-down-after-ms", ms};
+  return config;
+}
+
+// Deliverers that run until stopped, recording every acknowledged message
+// (fsync + rename returned success) and the slowest delivery.
+class DeliveryLoad {
+ public:
+  DeliveryLoad(std::string root, int threads) : root_(std::move(root)) {
+    for (const char* sub : {"/tmp", "/new"}) ::mkdir((root_ + sub).c_str(), 0700);
+    for (int t = 0; t < threads; ++t) threads_.emplace_back([this, t] { Run(t); });
+  }
+  ~DeliveryLoad() { Stop(); }
+
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  std::map<std::string, std::string> acknowledged() {
+    std::lock_guard lock(mu_);
+    return acknowledged_;
+  }
+  int errors() const { return errors_; }
+  double slowest_s() const { return slowest_ms_ / 1000.0; }
+  std::string first_error() {
+    std::lock_guard lock(mu_);
+    return first_error_;
+  }
+
+ private:
+  void Fail(const std::string& what) {
+    ++errors_;
+    std::lock_guard lock(mu_);
+    if (first_error_.empty()) first_error_ = what + ": " + std::strerror(errno);
+  }
+  void Run(int t) {
+    std::mt19937_64 rng(t);
+    for (int i = 0; !stop_; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      std::string name = "m" + std::to_string(t) + "." + std::to_string(i);
+      std::string body = RandomBytes(500 + rng() % 12000, rng());
+      std::string tmp = root_ + "/tmp/" + name;
+      int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+      if (fd < 0) {
+        Fail("create " + name);
+        continue;
+      }
+      if (::write(fd, body.data(), body.size()) != static_cast<ssize_t>(body.size()) || ::fsync(fd) != 0) {
+        Fail("write/fsync " + name);
+        ::close(fd);
+        continue;
+      }
+      if (::close(fd) != 0 || ::rename(tmp.c_str(), (root_ + "/new/" + name).c_str()) != 0) {
+        Fail("close/rename " + name);
+        continue;
+      }
+      int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start)
+                       .count();
+      int64_t prev = slowest_ms_;
+      while (ms > prev && !slowest_ms_.compare_exchange_weak(prev, ms)) {
+      }
+      std::lock_guard lock(mu_);
+      acknowledged_[name] = std::move(body);
+    }
+  }
+
+  std::string root_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> errors_{0};
+  std::atomic<int64_t> slowest_ms_{0};
+  std::mutex mu_;  // guards acknowledged_, first_error_
+  std::map<std::string, std::string> acknowledged_;
+  std::string first_error_;
+  std::vector<std::thread> threads_;
+};
+
+void ExpectAllPresent(const std::string& root, const std::map<std::string, std::string>& acknowledged) {
+  size_t bad = 0;
+  for (const auto& [name, body] : acknowledged) {
+    if (ReadAll(root + "/new/" + name) != body) {
+      if (++bad < 5) ADD_FAILURE() << "acknowledged message lost or damaged: " << name;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << "of " << acknowledged.size() << " acknowledged messages";
+}
+
+std::string MakeRoot(const std::string& mount, const std::string& name) {
+  std::string root = mount + "/" + name;
+  EXPECT_EQ(::mkdir(root.c_str(), 0755), 0);
+  return root;
+}
+
+}  // namespace
+
+TEST(Failure, BrickKilledDuringDeliveries) {
+  LocalCluster cluster(WithBrickDownAfter("2000"));
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount();
+  ASSERT_FALSE(mount.empty());
+  auto root = MakeRoot(mount, "box");
+  DeliveryLoad load(root, 8);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  cluster.KillBrick(1);
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  load.Stop();
+  EXPECT_EQ(load.errors(), 0) << load.first_error();
+  EXPECT_LT(load.slowest_s(), 10.0) << "a delivery paused too long while the brick died";
+  auto acknowledged = load.acknowledged();
+  EXPECT_GT(acknowledged.size(), 50u);
+  ExpectAllPresent(root, acknowledged);
+  std::fprintf(stderr, "brick kill: %zu delivered, slowest %.2f s\n", acknowledged.size(), load.slowest_s());
+  cluster.Unmount(mount);
+}
+
+TEST(Failure, MetaKilledAndRestartedDuringDeliveries) {
+  LocalCluster cluster;
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount();
+  ASSERT_FALSE(mount.empty());
+  auto root = MakeRoot(mount, "box");
+  DeliveryLoad load(root, 8);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  size_t before = load.acknowledged().size();
+  cluster.KillMeta();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_TRUE(cluster.StartMeta());
+  ASSERT_TRUE(cluster.WaitBricksUp(3));
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  load.Stop();
+  EXPECT_EQ(load.errors(), 0) << load.first_error();
+  auto acknowledged = load.acknowledged();
+  EXPECT_GT(acknowledged.size(), before) << "deliveries resumed after meta came back";
+  ExpectAllPresent(root, acknowledged);
+  std::fprintf(stderr, "meta restart: %zu delivered, slowest %.2f s\n", acknowledged.size(), load.slowest_s());
+  cluster.Unmount(mount);
+}
+
+TEST(Failure, FewerLiveCopiesThanQuorumFailsWithEio) {
+  LocalCluster cluster(WithBrickDownAfter("1000"));
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount({"--hard-timeout-ms", "3000"});
+  ASSERT_FALSE(mount.empty());
+  WriteAll(mount + "/before", "stored while healthy");
+  cluster.KillBrick(0);
+  cluster.KillBrick(1);
+  int fd = ::open((mount + "/after").c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "x", 1), 1);
+  auto start = std::chrono::steady_clock::now();
+  errno = 0;
+  EXPECT_EQ(::fsync(fd), -1) << "a write must never be acknowledged with fewer copies than the quorum";
+  EXPECT_EQ(errno, EIO);
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(waited, 2.0) << "the write blocks up to the bound first";
+  EXPECT_LT(waited, 20.0);
+  ::close(fd);
+  // What was stored before is still readable from the surviving copy.
+  EXPECT_EQ(ReadAll(mount + "/before"), "stored while healthy");
+  ASSERT_TRUE(cluster.StartBrick(0));
+  ASSERT_TRUE(cluster.WaitBricksUp(2));
+  WriteAll(mount + "/again", "quorum is back");
+  EXPECT_EQ(ReadAll(mount + "/again"), "quorum is back");
+  cluster.Unmount(mount);
+}
