@@ -190,6 +190,11 @@ void Connection::StartWrite() {
                     asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec, size_t) {
                       if (ec) {
                         self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));
+                      }
+                      if (self->closed_) {
+                        // CloseOnStrand kept the frame being written alive for us.
+                        self->out_.clear();
+                        self->writing_ = false;
                         return;
                       }
                       self->out_.pop_front();
@@ -208,7 +213,12 @@ void Connection::CloseOnStrand(const Status& why) {
   handshake_timer_.cancel();
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
-  out_.clear();
+  // A write in flight still refers to the front frame's buffers; its
+  // completion handler releases it.
+  if (writing_)
+    out_.erase(out_.begin() + 1, out_.end());
+  else
+    out_.clear();
   // A peer going away normally is not news; anything else is one log line.
   if (why.code() != ECONNRESET || !handshaken_)
     SPOOL_LOG_INFO("{} connection closed peer={} reason=\"{}\"", component_, peer_, why.ToString());
