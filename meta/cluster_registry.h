@@ -1,0 +1,68 @@
+// ClusterRegistry: the bricks of the cluster, their liveness, and the
+// placement map derived from them.
+//
+// A brick registers with a uuid and gets a brick id that stays the same for
+// that uuid forever (persisted). A brick silent for `down_after` is marked
+// DOWN; its next heartbeat brings it UP. Down bricks stay in their PGs (the
+// PG is then degraded). Every change of the map bumps the epoch, which is
+// persisted so it only ever grows.
+//
+// Registry records are written directly to the database (synced), outside
+// the namespace op log: registrations are rare.
+//
+// Thread-safe.
+#pragma once
+
+#include <rocksdb/db.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/status.h"
+#include "spool.pb.h"
+
+namespace spool::meta {
+
+class ClusterRegistry {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  ClusterRegistry(rocksdb::DB* db, uint32_t pg_count, uint32_t replicas, std::chrono::milliseconds down_after);
+
+  // Loads the persisted bricks (all considered UP, as if they had just
+  // heartbeaten) and bumps the epoch.
+  Status Load();
+
+  Result<proto::RegisterBrickReply> Register(const proto::RegisterBrickRequest& req);
+  // ENOENT for an unknown brick id.
+  Result<proto::HeartbeatReply> Heartbeat(const proto::HeartbeatRequest& req);
+  // Marks bricks silent for too long DOWN. Returns true if the map changed.
+  bool CheckLiveness(Clock::time_point now);
+
+  std::shared_ptr<const proto::ClusterMap> Map() const;
+  uint64_t epoch() const;
+
+  struct Capacity {
+    uint64_t capacity = 0, used = 0;
+  };
+  Capacity TotalCapacity() const;
+
+ private:
+  Status PersistLocked(const proto::BrickEntry* brick);  // REQUIRES: mu_ held
+  void RebuildMapLocked();                               // REQUIRES: mu_ held; bumps the epoch
+
+  rocksdb::DB* const db_;
+  const uint32_t pg_count_;
+  const uint32_t replicas_;
+  const std::chrono::milliseconds down_after_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::vector<proto::BrickEntry> bricks_;  // by id order
+  std::vector<Clock::time_point> last_heartbeat_;  // parallel to bricks_
+  uint64_t epoch_ = 0;
+  std::shared_ptr<const proto::ClusterMap> map_;  // immutable snapshot, replaced on change
+};
+
+}  // namespace spool::meta

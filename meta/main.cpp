@@ -1,0 +1,52 @@
+// spool-meta: the metadata service daemon. Parses flags into MetaOptions,
+// starts MetaService, and waits for SIGTERM/SIGINT.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "common/log.h"
+#include "meta/meta_service.h"
+
+int main(int argc, char** argv) {
+  spool::meta::MetaOptions o;
+  CLI::App app{"spool-meta: spoolfs metadata service"};
+  int64_t down_ms = o.brick_down_after.count(), session_ms = o.session_timeout.count();
+  app.add_option("--data", o.data_dir, "RocksDB data directory (formatted if empty)")->required();
+  app.add_option("--listen", o.listen, "host:port to serve on")->capture_default_str();
+  app.add_option("--cluster-key", o.cluster_key_file, "cluster key file")->required();
+  app.add_option("--pg-count", o.pg_count, "placement groups (fixed at format time)")
+      ->capture_default_str()->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--replicas", o.replicas, "copies per chunk (fixed at format time)")
+      ->capture_default_str()->check(CLI::Range(1u, 16u));
+  app.add_option("--brick-down-after-ms", down_ms, "mark a silent brick down after this long")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--session-timeout-ms", session_ms, "expire a client session not renewed for this long")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--threads", o.threads, "io threads")->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  o.brick_down_after = std::chrono::milliseconds(down_ms);
+  o.session_timeout = std::chrono::milliseconds(session_ms);
+  spool::InitLogging(o.log_level);
+
+  // Signals are taken synchronously by this thread; every other thread
+  // inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto service = spool::meta::MetaService::Start(o);
+  if (!service.ok()) {
+    std::fprintf(stderr, "spool-meta: %s\n", service.status().ToString().c_str());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  SPOOL_LOG_INFO("meta signal={} stopping", sig);
+  (*service)->Stop();
+  return 0;
+}

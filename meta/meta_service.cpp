@@ -1,0 +1,344 @@
+#include "meta/meta_service.h"
+
+#include <sys/stat.h>
+
+#include "common/log.h"
+
+namespace spool::meta {
+namespace {
+
+using rpc::Frame;
+using rpc::Method;
+using rpc::Responder;
+
+constexpr uint32_t kMaxHostBytes = 256;
+
+// Parses the request as Req, then runs fn(req, responder).
+template <typename Req, typename Fn>
+rpc::RpcServer::Handler Typed(Fn fn) {
+  return [fn = std::move(fn)](const Frame& frame, const Responder& responder) {
+    Req req;
+    if (!rpc::ParseRequest(frame, req, responder)) return;
+    fn(req, responder);
+  };
+}
+
+void ReplyAttr(const proto::Attr& attr, const Responder& r) {
+  proto::AttrReply reply;
+  *reply.mutable_attr() = attr;
+  r.Reply(reply);
+}
+
+void ReplyEntry(const proto::Attr& attr, const Responder& r) {
+  proto::EntryReply reply;
+  *reply.mutable_attr() = attr;
+  r.Reply(reply);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MetaService>> MetaService::Start(const MetaOptions& options) {
+  std::unique_ptr<MetaService> m(new MetaService(options));
+  auto key = ClusterKey::Load(options.cluster_key_file);
+  if (!key.ok()) return key.status();
+  m->key_ = std::move(key.value());
+  auto ns = Namespace::Open(options.data_dir, m->key_.cluster_id, options.pg_count, options.replicas,
+                            options.op_log_tail);
+  if (!ns.ok()) return ns.status();
+  m->ns_ = std::move(ns.value());
+  m->sessions_ = std::make_unique<SessionTable>(options.session_timeout);
+  m->applier_ = std::make_unique<OpApplier>(*m->ns_, *m->sessions_);
+  m->registry_ = std::make_unique<ClusterRegistry>(m->ns_->db(), m->ns_->pg_count(), m->ns_->replicas(),
+                                                   options.brick_down_after);
+  if (auto s = m->registry_->Load(); !s.ok()) return s;
+  m->drainer_ = std::make_unique<DeletionDrainer>(*m->ns_, *m->applier_, *m->registry_, m->key_, options.drain_interval);
+  m->io_ = std::make_unique<rpc::IoRuntime>(std::max(1, options.threads));
+  m->server_ = std::make_unique<rpc::RpcServer>(m->io_->io(), m->key_, "meta");
+  m->RegisterHandlers();
+  if (auto s = m->server_->Listen(options.listen); !s.ok()) return s;
+  m->drainer_->Start();
+  m->housekeeping_ = std::thread([p = m.get()] { p->Housekeeping(); });
+  const auto stats = m->ns_->Stats();
+  SPOOL_LOG_INFO("meta started listen={} port={} cluster={} inodes={} op_seq={} pg_count={} replicas={}", options.listen,
+                 m->port(), m->key_.cluster_id, stats.inodes, stats.op_seq, m->ns_->pg_count(), m->ns_->replicas());
+  return m;
+}
+
+MetaService::~MetaService() { Stop(); }
+
+void MetaService::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (server_) server_->Stop();
+  if (drainer_) drainer_->Stop();
+  if (applier_) applier_->Stop();  // applies (and answers) what is queued
+  if (io_) io_->Stop();
+  SPOOL_LOG_INFO("meta stopped");
+}
+
+void MetaService::SubmitAndReply(proto::MetaOp op, const Responder& responder,
+                                 std::function<void(const OpOutcome&, const Responder&)> reply) {
+  applier_->Submit(std::move(op), [responder, reply = std::move(reply)](Result<OpOutcome> r) {
+    if (!r.ok()) return responder.Fail(r.status());
+    reply(*r, responder);
+  });
+}
+
+void MetaService::ReclaimIfOrphan(uint64_t ino) {
+  if (sessions_->IsOpen(ino) || !ns_->IsOrphan(ino)) return;
+  proto::MetaOp op;
+  op.mutable_reclaim_orphan()->set_ino(ino);
+  applier_->Submit(std::move(op), [ino](Result<OpOutcome> r) {
+    if (!r.ok()) SPOOL_LOG_WARN("meta reclaim ino={} error=\"{}\"", ino, r.status().message());
+  });
+}
+
+void MetaService::Housekeeping() {
+  const auto started = std::chrono::steady_clock::now();
+  bool swept_startup_orphans = false;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; })) return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    registry_->CheckLiveness(now);
+    for (auto& expired : sessions_->ExpireStale(now)) {
+      SPOOL_LOG_INFO("meta session_expired id={} open_files={}", expired.session, expired.open_inodes.size());
+      locks_.ReleaseSession(expired.session);
+      for (uint64_t ino : expired.open_inodes) ReclaimIfOrphan(ino);
+    }
+    // Orphans left by a previous run: their sessions died with it. Give
+    // clients one session timeout to come back and re-open, then reclaim.
+    if (!swept_startup_orphans && now - started > options_.session_timeout) {
+      swept_startup_orphans = true;
+      for (uint64_t ino : ns_->Orphans()) ReclaimIfOrphan(ino);
+    }
+    if (ns_->Stats().deletion_queue > 0) drainer_->Kick();
+  }
+}
+
+void MetaService::RegisterHandlers() {
+  auto& s = *server_;
+
+  // ---- cluster
+  s.Handle(Method::kRegisterBrick, Typed<proto::RegisterBrickRequest>([this](const auto& req, const Responder& r) {
+             auto reply = registry_->Register(req);
+             if (!reply.ok()) return r.Fail(reply.status());
+             r.Reply(*reply);
+           }));
+  s.Handle(Method::kBrickHeartbeat, Typed<proto::HeartbeatRequest>([this](const auto& req, const Responder& r) {
+             auto reply = registry_->Heartbeat(req);
+             if (!reply.ok()) return r.Fail(reply.status());
+             r.Reply(*reply);
+           }));
+  s.Handle(Method::kGetMap, Typed<proto::GetMapRequest>([this](const auto&, const Responder& r) {
+             r.Reply(*registry_->Map());
+           }));
+  s.Handle(Method::kStatus, Typed<proto::Empty>([this](const auto&, const Responder& r) {
+             proto::StatusReply reply;
+             auto map = registry_->Map();
+             *reply.mutable_map() = *map;
+             std::map<uint32_t, bool> up;
+             for (const auto& b : map->bricks()) up[b.id()] = b.state() == proto::BRICK_UP;
+             uint32_t healthy = 0, degraded = 0;
+             for (const auto& pg : map->pgs()) {
+               bool ok = pg.bricks_size() == static_cast<int>(map->replicas());
+               for (uint32_t b : pg.bricks()) ok = ok && up[b];
+               ++(ok ? healthy : degraded);
+             }
+             const auto stats = ns_->Stats();
+             reply.set_inodes(stats.inodes);
+             reply.set_op_seq(stats.op_seq);
+             reply.set_pgs_healthy(healthy);
+             reply.set_pgs_degraded(degraded);
+             reply.set_deletion_queue(stats.deletion_queue);
+             reply.set_sessions(sessions_->size());
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kReportBadChunk, Typed<proto::ReportBadChunkRequest>([this](const auto& req, const Responder& r) {
+             SPOOL_LOG_WARN("meta bad_chunk chunk={} pg={} brick={}", req.chunk_id(), req.pg(), req.brick_id());
+             r.Finish(ns_->RecordRepair(req.chunk_id(), "bad copy on brick " + std::to_string(req.brick_id())));
+           }));
+
+  // ---- namespace reads
+  s.Handle(Method::kLookup, Typed<proto::LookupRequest>([this](const auto& req, const Responder& r) {
+             auto attr = ns_->Lookup(req.parent(), req.name());
+             if (!attr.ok()) return r.Fail(attr.status());
+             ReplyEntry(*attr, r);
+           }));
+  s.Handle(Method::kGetAttr, Typed<proto::GetAttrRequest>([this](const auto& req, const Responder& r) {
+             auto attr = ns_->GetAttr(req.ino());
+             if (!attr.ok()) return r.Fail(attr.status());
+             ReplyAttr(*attr, r);
+           }));
+  s.Handle(Method::kReadlink, Typed<proto::ReadlinkRequest>([this](const auto& req, const Responder& r) {
+             auto target = ns_->Readlink(req.ino());
+             if (!target.ok()) return r.Fail(target.status());
+             proto::ReadlinkReply reply;
+             reply.set_target(*target);
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kReaddir, Typed<proto::ReaddirRequest>([this](const auto& req, const Responder& r) {
+             proto::ReaddirReply reply;
+             if (auto st = ns_->Readdir(req, &reply); !st.ok()) return r.Fail(st);
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kStatfs, Typed<proto::Empty>([this](const auto&, const Responder& r) {
+             auto cap = registry_->TotalCapacity();
+             proto::StatfsReply reply;
+             reply.set_capacity_bytes(cap.capacity);
+             reply.set_used_bytes(cap.used);
+             reply.set_free_bytes(cap.capacity - cap.used);
+             reply.set_inodes(ns_->Stats().inodes);
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kGetExtents, Typed<proto::GetExtentsRequest>([this](const auto& req, const Responder& r) {
+             proto::GetExtentsReply reply;
+             if (auto st = ns_->GetExtents(req.ino(), reply.mutable_attr(), reply.mutable_extents()); !st.ok())
+               return r.Fail(st);
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kGetXattr, Typed<proto::XattrRequest>([this](const auto& req, const Responder& r) {
+             auto value = ns_->GetXattr(req.ino(), req.name());
+             if (!value.ok()) return r.Fail(value.status());
+             proto::XattrReply reply;
+             reply.set_value(std::move(*value));
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kListXattr, Typed<proto::XattrRequest>([this](const auto& req, const Responder& r) {
+             auto names = ns_->ListXattr(req.ino());
+             if (!names.ok()) return r.Fail(names.status());
+             proto::XattrReply reply;
+             for (auto& n : *names) reply.add_names(std::move(n));
+             r.Reply(reply);
+           }));
+
+  // ---- namespace mutations
+  auto reply_attr = [](const OpOutcome& o, const Responder& r) { ReplyAttr(o.attr, r); };
+  auto reply_entry = [](const OpOutcome& o, const Responder& r) { ReplyEntry(o.attr, r); };
+  auto reply_empty = [](const OpOutcome&, const Responder& r) { r.Reply(proto::Empty()); };
+
+  s.Handle(Method::kCreate, Typed<proto::CreateRequest>([this, reply_entry](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_create() = req;
+             SubmitAndReply(std::move(op), r, reply_entry);
+           }));
+  s.Handle(Method::kUnlink, Typed<proto::UnlinkRequest>([this, reply_empty](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_unlink() = req;
+             SubmitAndReply(std::move(op), r, reply_empty);
+           }));
+  s.Handle(Method::kRename, Typed<proto::RenameRequest>([this, reply_empty](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_rename() = req;
+             SubmitAndReply(std::move(op), r, reply_empty);
+           }));
+  s.Handle(Method::kLink, Typed<proto::LinkRequest>([this, reply_entry](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_link() = req;
+             SubmitAndReply(std::move(op), r, reply_entry);
+           }));
+  s.Handle(Method::kSetAttr, Typed<proto::SetAttrRequest>([this, reply_attr](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_setattr() = req;
+             SubmitAndReply(std::move(op), r, reply_attr);
+           }));
+  s.Handle(Method::kCommitWrite, Typed<proto::CommitWriteRequest>([this, reply_attr](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_commit_write() = req;
+             SubmitAndReply(std::move(op), r, reply_attr);
+           }));
+  s.Handle(Method::kAllocChunkIds, Typed<proto::AllocChunkIdsRequest>([this](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_alloc_chunk_ids() = req;
+             const uint32_t count = req.count();
+             SubmitAndReply(std::move(op), r, [count](const OpOutcome& o, const Responder& r2) {
+               proto::AllocChunkIdsReply reply;
+               reply.set_first(o.first_chunk_id);
+               reply.set_count(count);
+               r2.Reply(reply);
+             });
+           }));
+  s.Handle(Method::kSetXattr, Typed<proto::XattrRequest>([this, reply_empty](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_set_xattr() = req;
+             SubmitAndReply(std::move(op), r, reply_empty);
+           }));
+  s.Handle(Method::kRemoveXattr, Typed<proto::XattrRequest>([this, reply_empty](const auto& req, const Responder& r) {
+             proto::MetaOp op;
+             *op.mutable_remove_xattr() = req;
+             SubmitAndReply(std::move(op), r, reply_empty);
+           }));
+
+  // ---- open files
+  s.Handle(Method::kOpen, Typed<proto::OpenRequest>([this](const auto& req, const Responder& r) {
+             auto attr = ns_->GetAttr(req.ino());
+             if (!attr.ok()) return r.Fail(attr.status());
+             if (req.truncate() && !S_ISREG(attr->mode()))
+               return r.Fail(Status::Error(S_ISDIR(attr->mode()) ? EISDIR : EINVAL, "truncate of a non-regular file"));
+             // Registered before reading, so that an unlink racing with this
+             // open keeps the inode as an orphan rather than deleting it.
+             sessions_->AddOpen(req.session_id(), req.ino());
+             auto reply_open = [this, ino = req.ino(), session = req.session_id()](const Responder& r2) {
+               proto::OpenReply reply;
+               if (auto st = ns_->GetExtents(ino, reply.mutable_attr(), reply.mutable_extents()); !st.ok()) {
+                 if (session != 0 && sessions_->RemoveOpen(session, ino)) ReclaimIfOrphan(ino);
+                 return r2.Fail(st);
+               }
+               r2.Reply(reply);
+             };
+             if (!req.truncate() || attr->size() == 0) return reply_open(r);
+             proto::MetaOp op;
+             op.mutable_setattr()->set_ino(req.ino());
+             op.mutable_setattr()->set_set_size(true);
+             op.mutable_setattr()->set_size(0);
+             SubmitAndReply(std::move(op), r, [reply_open](const OpOutcome&, const Responder& r2) { reply_open(r2); });
+           }));
+  s.Handle(Method::kRelease, Typed<proto::ReleaseRequest>([this](const auto& req, const Responder& r) {
+             if (req.session_id() != 0 && sessions_->RemoveOpen(req.session_id(), req.ino()) &&
+                 ns_->IsOrphan(req.ino())) {
+               proto::MetaOp op;
+               op.mutable_reclaim_orphan()->set_ino(req.ino());
+               return applier_->Submit(std::move(op), [r](Result<OpOutcome> res) { r.Finish(res.status()); });
+             }
+             r.Reply(proto::Empty());
+           }));
+
+  // ---- sessions and locks
+  s.Handle(Method::kOpenSession, Typed<proto::OpenSessionRequest>([this](const auto& req, const Responder& r) {
+             if (req.host().size() > kMaxHostBytes) return r.Fail(Status::Error(EINVAL, "host name too long"));
+             proto::OpenSessionReply reply;
+             reply.set_session_id(sessions_->Open(req.host()));
+             reply.set_lease_ms(static_cast<uint32_t>(options_.session_timeout.count()));
+             SPOOL_LOG_INFO("meta session_open id={} host={}", reply.session_id(), req.host());
+             r.Reply(reply);
+           }));
+  s.Handle(Method::kSessionHeartbeat, Typed<proto::SessionHeartbeatRequest>([this](const auto& req, const Responder& r) {
+             if (!sessions_->Renew(req.session_id()))
+               return r.Fail(Status::Error(ENOENT, "unknown session " + std::to_string(req.session_id())));
+             r.Reply(proto::Empty());
+           }));
+  s.Handle(Method::kCloseSession, Typed<proto::SessionHeartbeatRequest>([this](const auto& req, const Responder& r) {
+             auto inos = sessions_->Close(req.session_id());
+             locks_.ReleaseSession(req.session_id());
+             for (uint64_t ino : inos) ReclaimIfOrphan(ino);
+             r.Reply(proto::Empty());
+           }));
+  s.Handle(Method::kSetLock, Typed<proto::LockRequest>([this](const auto& req, const Responder& r) {
+             locks_.SetLock(req, [r](const Status& st) { r.Finish(st); });
+           }));
+  s.Handle(Method::kGetLock, Typed<proto::LockRequest>([this](const auto& req, const Responder& r) {
+             auto reply = locks_.GetLock(req);
+             if (!reply.ok()) return r.Fail(reply.status());
+             r.Reply(*reply);
+           }));
+}
+
+}  // namespace spool::meta

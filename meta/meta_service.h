@@ -1,0 +1,65 @@
+// MetaService: the running metadata service. Owns the database (Namespace),
+// the applier, the brick registry, sessions and locks, the deletion drainer,
+// and the RPC server whose handlers translate requests into those.
+//
+// Reads run on the io threads; mutations become MetaOps for the applier and
+// are answered after they are durable.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "common/cluster_key.h"
+#include "common/rpc/runtime.h"
+#include "common/rpc/server.h"
+#include "meta/cluster_registry.h"
+#include "meta/deletion_drainer.h"
+#include "meta/lock_table.h"
+#include "meta/meta_options.h"
+#include "meta/namespace.h"
+#include "meta/op_applier.h"
+#include "meta/session_table.h"
+
+namespace spool::meta {
+
+class MetaService {
+ public:
+  // Opens the data dir, loads the cluster key, and starts serving.
+  static Result<std::unique_ptr<MetaService>> Start(const MetaOptions& options);
+  ~MetaService();  // Stop()
+
+  uint16_t port() const { return server_->port(); }
+  // Stops accepting, applies what is queued, joins every thread.
+  void Stop();
+
+  Namespace& ns() { return *ns_; }
+
+ private:
+  explicit MetaService(MetaOptions options) : options_(std::move(options)) {}
+  void RegisterHandlers();
+  void Housekeeping();
+  void ReclaimIfOrphan(uint64_t ino);
+  void SubmitAndReply(proto::MetaOp op, const rpc::Responder& responder,
+                      std::function<void(const OpOutcome&, const rpc::Responder&)> reply);
+
+  MetaOptions options_;
+  ClusterKey key_;
+  std::unique_ptr<Namespace> ns_;
+  std::unique_ptr<SessionTable> sessions_;
+  LockTable locks_;
+  std::unique_ptr<OpApplier> applier_;
+  std::unique_ptr<ClusterRegistry> registry_;
+  std::unique_ptr<DeletionDrainer> drainer_;
+  std::unique_ptr<rpc::IoRuntime> io_;
+  std::unique_ptr<rpc::RpcServer> server_;
+
+  std::mutex mu_;  // guards stopping_
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool stopped_ = false;  // Stop() ran (only touched by the owner's thread)
+  std::thread housekeeping_;
+};
+
+}  // namespace spool::meta

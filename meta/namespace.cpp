@@ -1,0 +1,986 @@
+#include "meta/namespace.h"
+
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "common/log.h"
+#include "common/placement.h"
+#include "meta/keys.h"
+#include "meta_store.pb.h"
+
+namespace spool::meta {
+namespace {
+
+using meta_store::ExtentList;
+using meta_store::InodeRecord;
+
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kMaxNameBytes = 255;
+constexpr size_t kMaxSymlinkBytes = 4095;
+constexpr size_t kMaxXattrValueBytes = 64 * 1024;
+constexpr uint32_t kMaxChunkBytes = 1u << 20;
+constexpr uint32_t kMaxAllocChunkIds = 65536;
+constexpr int kMaxExtentsPerCommit = 4096;
+constexpr uint32_t kMaxReaddirEntries = 10000;
+constexpr uint32_t kDefaultReaddirEntries = 1000;
+constexpr int kMaxDirectoryDepth = 4096;
+constexpr uint32_t kXattrCreate = 1;
+constexpr uint32_t kXattrReplace = 2;
+constexpr uint32_t kRenameNoReplace = 1;
+constexpr uint32_t kRenameExchange = 2;
+
+Status Err(int code, std::string message) { return Status::Error(code, std::move(message)); }
+
+Status FromRocks(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return Status::Ok();
+  return Err(EIO, what + ": " + s.ToString());
+}
+
+std::string EncodeCounters(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e, uint64_t f) {
+  std::string v;
+  for (uint64_t x : {a, b, c, d, e, f}) PutBE64(v, x);
+  return v;
+}
+
+bool IsDir(const proto::Attr& a) { return S_ISDIR(a.mode()); }
+uint32_t TypeOf(uint32_t mode) { return mode & S_IFMT; }
+
+void SortExtents(std::vector<proto::Extent>& v) {
+  std::sort(v.begin(), v.end(),
+            [](const proto::Extent& a, const proto::Extent& b) { return a.file_offset() < b.file_offset(); });
+}
+
+// Lays `n` over `cur` (sorted, non-overlapping): the parts of older extents
+// that `n` covers are cut away; an extent split in two keeps both pieces on
+// the same chunk.
+void OverlayExtent(std::vector<proto::Extent>& cur, const proto::Extent& n) {
+  const uint64_t n_start = n.file_offset(), n_end = n.file_offset() + n.length();
+  std::vector<proto::Extent> next;
+  next.reserve(cur.size() + 2);
+  for (const auto& e : cur) {
+    const uint64_t e_start = e.file_offset(), e_end = e.file_offset() + e.length();
+    if (e_end <= n_start || e_start >= n_end) {
+      next.push_back(e);
+      continue;
+    }
+    if (e_start < n_start) {
+      proto::Extent left = e;
+      left.set_length(static_cast<uint32_t>(n_start - e_start));
+      next.push_back(left);
+    }
+    if (e_end > n_end) {
+      proto::Extent right = e;
+      const uint64_t cut = n_end - e_start;
+      right.set_file_offset(n_end);
+      right.set_chunk_offset(static_cast<uint32_t>(e.chunk_offset() + cut));
+      right.set_length(static_cast<uint32_t>(e_end - n_end));
+      next.push_back(right);
+    }
+  }
+  next.push_back(n);
+  SortExtents(next);
+  cur.swap(next);
+}
+
+std::set<uint64_t> ChunksOf(const std::vector<proto::Extent>& v) {
+  std::set<uint64_t> s;
+  for (const auto& e : v) s.insert(e.chunk_id());
+  return s;
+}
+
+Status ValidateXattrName(const std::string& name) {
+  if (name.empty()) return Err(EINVAL, "empty xattr name");
+  if (name.size() > kMaxNameBytes) return Err(ERANGE, "xattr name longer than 255 bytes");
+  if (name.find('\0') != std::string::npos) return Err(EINVAL, "NUL in xattr name");
+  auto has_prefix = [&](std::string_view p) { return name.size() > p.size() && name.compare(0, p.size(), p) == 0; };
+  if (has_prefix("user.") || has_prefix("trusted.")) return Status::Ok();
+  return Err(EOPNOTSUPP, "xattr namespace not supported: " + name);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Txn
+
+// The state one op reads and writes: inodes and dirents it touched are kept
+// here, so the op sees its own changes (rename within one directory, an
+// exchange) and everything lands in one WriteBatch.
+class Namespace::Txn {
+ public:
+  Txn(Namespace& ns, int64_t now) : ns_(ns), now(now), c(ns.counters_) {}
+
+  Namespace& ns_;
+  const int64_t now;
+  Counters c;
+  rocksdb::WriteBatch batch;
+
+  // The inode, or ENOENT. The pointer stays valid for the op.
+  Result<InodeRecord*> Inode(uint64_t ino) {
+    if (ino == 0) return Err(EINVAL, "inode 0");
+    auto it = inodes_.find(ino);
+    if (it != inodes_.end()) {
+      if (!it->second) return Err(ENOENT, "inode " + std::to_string(ino) + " not found");
+      return &*it->second;
+    }
+    std::string v;
+    auto s = ns_.db_->Get(rocksdb::ReadOptions(), keys::Inode(ino), &v);
+    if (s.IsNotFound()) return Err(ENOENT, "inode " + std::to_string(ino) + " not found");
+    if (!s.ok()) return FromRocks(s, "read inode");
+    InodeRecord rec;
+    if (!rec.ParseFromString(v)) return Err(EIO, "corrupt inode " + std::to_string(ino));
+    auto& slot = inodes_[ino];
+    slot = std::move(rec);
+    return &*slot;
+  }
+  Result<InodeRecord*> Directory(uint64_t ino) {
+    auto r = Inode(ino);
+    if (r.ok() && !IsDir((*r)->attr())) return Err(ENOTDIR, "inode " + std::to_string(ino) + " is not a directory");
+    return r;
+  }
+  void AddInode(uint64_t ino, InodeRecord rec) {
+    inodes_[ino] = std::move(rec);
+    dirty_.insert(ino);
+  }
+  void Dirty(uint64_t ino) { dirty_.insert(ino); }
+  void RemoveInode(uint64_t ino) {
+    inodes_[ino].reset();
+    dirty_.insert(ino);
+  }
+
+  struct Dent {
+    uint64_t ino;
+    uint32_t type;
+  };
+  Result<std::optional<Dent>> Dirent(uint64_t parent, const std::string& name) {
+    std::string key = keys::Dirent(parent, name);
+    std::optional<std::string> value;
+    auto it = dirents_.find(key);
+    if (it != dirents_.end()) {
+      value = it->second;
+    } else {
+      std::string v;
+      auto s = ns_.db_->Get(rocksdb::ReadOptions(), key, &v);
+      if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read dirent");
+      if (s.ok()) value = std::move(v);
+    }
+    if (!value) return std::optional<Dent>();
+    if (value->size() != 12) return Err(EIO, "corrupt dirent");
+    return std::optional<Dent>(Dent{GetBE64(*value), GetBE32(std::string_view(*value).substr(8))});
+  }
+  void PutDirent(uint64_t parent, const std::string& name, uint64_t ino, uint32_t type) {
+    auto key = keys::Dirent(parent, name);
+    auto value = keys::DirentValue(ino, type);
+    batch.Put(key, value);
+    dirents_[key] = value;
+  }
+  void DeleteDirent(uint64_t parent, const std::string& name) {
+    auto key = keys::Dirent(parent, name);
+    batch.Delete(key);
+    dirents_[key] = std::nullopt;
+  }
+  // True if the directory has any entry. Only valid before this op changed
+  // entries of `dir` (every caller checks emptiness first).
+  Result<bool> HasEntries(uint64_t dir) {
+    std::string prefix = keys::DirPrefix(dir);
+    std::unique_ptr<rocksdb::Iterator> it(ns_.db_->NewIterator(rocksdb::ReadOptions()));
+    it->Seek(prefix);
+    if (!it->status().ok()) return FromRocks(it->status(), "scan directory");
+    return it->Valid() && it->key().starts_with(prefix);
+  }
+
+  void QueueChunkDeletion(uint64_t chunk_id) {
+    batch.Put(keys::DeleteQueue(chunk_id), rocksdb::Slice());
+    ++c.deletion_queue;
+  }
+
+  void Flush() {
+    for (uint64_t ino : dirty_) {
+      auto& rec = inodes_[ino];
+      if (rec)
+        batch.Put(keys::Inode(ino), rec->SerializeAsString());
+      else
+        batch.Delete(keys::Inode(ino));
+    }
+    dirty_.clear();
+  }
+
+ private:
+  std::map<uint64_t, std::optional<InodeRecord>> inodes_;  // nullopt: deleted by this op
+  std::set<uint64_t> dirty_;
+  std::map<std::string, std::optional<std::string>> dirents_;
+};
+
+namespace {
+
+void Touch(meta_store::InodeRecord* rec, int64_t now, bool mtime) {
+  rec->mutable_attr()->set_ctime_ns(now);
+  if (mtime) rec->mutable_attr()->set_mtime_ns(now);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- open / format
+
+Namespace::~Namespace() = default;
+
+Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const std::string& cluster_id,
+                                                   uint32_t pg_count, uint32_t replicas, uint64_t op_log_tail) {
+  if (pg_count == 0 || pg_count > (1u << 20)) return Err(EINVAL, "pg count out of range");
+  if (replicas == 0 || replicas > 16) return Err(EINVAL, "replicas out of range");
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.IncreaseParallelism(2);
+  options.max_background_jobs = 2;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.block_cache = rocksdb::NewLRUCache(128 << 20);
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::DB* raw = nullptr;
+  auto s = rocksdb::DB::Open(options, dir, &raw);
+  if (!s.ok()) return Err(EIO, "open rocksdb " + dir + ": " + s.ToString());
+  std::unique_ptr<Namespace> ns(new Namespace());
+  ns->db_.reset(raw);
+  ns->op_log_tail_ = std::max<uint64_t>(op_log_tail, 1);
+
+  std::string v;
+  s = raw->Get(rocksdb::ReadOptions(), keys::Format(), &v);
+  if (s.IsNotFound()) {
+    if (auto f = ns->Format(cluster_id, pg_count, replicas); !f.ok()) return f;
+    v.clear();
+    s = raw->Get(rocksdb::ReadOptions(), keys::Format(), &v);
+  }
+  if (!s.ok()) return FromRocks(s, "read format marker");
+  meta_store::FormatRecord format;
+  if (!format.ParseFromString(v)) return Err(EIO, "corrupt format marker in " + dir);
+  if (format.cluster_id() != cluster_id)
+    return Err(EINVAL, "data dir " + dir + " belongs to cluster '" + format.cluster_id() + "', not '" + cluster_id + "'");
+  if (format.format_version() != kFormatVersion) return Err(EINVAL, "unknown format version in " + dir);
+  if (format.pg_count() != pg_count || format.replicas() != replicas)
+    SPOOL_LOG_WARN("meta format pg_count={} replicas={} (flags ignored: pg_count={} replicas={})", format.pg_count(),
+                   format.replicas(), pg_count, replicas);
+  ns->pg_count_ = format.pg_count();
+  ns->replicas_ = format.replicas();
+  if (auto l = ns->LoadCounters(); !l.ok()) return l;
+  return ns;
+}
+
+Status Namespace::Format(const std::string& cluster_id, uint32_t pg_count, uint32_t replicas) {
+  meta_store::FormatRecord format;
+  format.set_cluster_id(cluster_id);
+  format.set_pg_count(pg_count);
+  format.set_replicas(replicas);
+  format.set_format_version(kFormatVersion);
+  InodeRecord root;
+  auto* a = root.mutable_attr();
+  a->set_ino(keys::kRootIno);
+  a->set_mode(S_IFDIR | 0755);
+  a->set_nlink(2);
+  a->set_generation(1);
+  a->set_version(1);
+  root.set_parent(keys::kRootIno);
+  rocksdb::WriteBatch batch;
+  batch.Put(keys::Inode(keys::kRootIno), root.SerializeAsString());
+  Counters c;
+  batch.Put(keys::Counters(),
+            EncodeCounters(c.next_ino, c.next_chunk_id, c.op_seq, c.inodes, c.deletion_queue, c.reserved));
+  batch.Put(keys::Format(), format.SerializeAsString());
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  SPOOL_LOG_INFO("meta format cluster={} pg_count={} replicas={}", cluster_id, pg_count, replicas);
+  return FromRocks(db_->Write(wo, &batch), "format");
+}
+
+Status Namespace::LoadCounters() {
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), keys::Counters(), &v);
+  if (!s.ok()) return FromRocks(s, "read counters");
+  if (v.size() != 48) return Err(EIO, "corrupt counters");
+  std::string_view sv(v);
+  counters_.next_ino = GetBE64(sv.substr(0));
+  counters_.next_chunk_id = GetBE64(sv.substr(8));
+  counters_.op_seq = GetBE64(sv.substr(16));
+  counters_.inodes = GetBE64(sv.substr(24));
+  counters_.deletion_queue = GetBE64(sv.substr(32));
+  counters_.reserved = GetBE64(sv.substr(40));
+  inodes_ = counters_.inodes;
+  op_seq_ = counters_.op_seq;
+  deletion_queue_ = counters_.deletion_queue;
+  return Status::Ok();
+}
+
+Status Namespace::ValidateName(const std::string& name) {
+  if (name.empty()) return Err(EINVAL, "empty name");
+  if (name.size() > kMaxNameBytes) return Err(ENAMETOOLONG, "name longer than 255 bytes");
+  if (name == "." || name == "..") return Err(EINVAL, "name is . or ..");
+  if (name.find_first_of(std::string_view("/\0", 2)) != std::string::npos) return Err(EINVAL, "name contains / or NUL");
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- apply
+
+Result<OpOutcome> Namespace::Apply(proto::MetaOp& op) {
+  Txn t(*this, op.now_ns());
+  OpOutcome out;
+  Status s;
+  switch (op.op_case()) {
+    case proto::MetaOp::kCreate: s = ApplyCreate(t, op.create(), &out); break;
+    case proto::MetaOp::kUnlink: s = ApplyUnlink(t, op.unlink(), &out); break;
+    case proto::MetaOp::kRename: s = ApplyRename(t, op.rename(), &out); break;
+    case proto::MetaOp::kLink: s = ApplyLink(t, op.link(), &out); break;
+    case proto::MetaOp::kSetattr: s = ApplySetAttr(t, op.setattr(), &out); break;
+    case proto::MetaOp::kCommitWrite: s = ApplyCommitWrite(t, op.commit_write(), &out); break;
+    case proto::MetaOp::kAllocChunkIds: s = ApplyAllocChunkIds(t, op.alloc_chunk_ids(), &out); break;
+    case proto::MetaOp::kSetXattr: s = ApplySetXattr(t, op.set_xattr(), &out); break;
+    case proto::MetaOp::kRemoveXattr: s = ApplyRemoveXattr(t, op.remove_xattr(), &out); break;
+    case proto::MetaOp::kReclaimOrphan: s = ApplyReclaimOrphan(t, op.reclaim_orphan(), &out); break;
+    case proto::MetaOp::kChunksDeleted: s = ApplyChunksDeleted(t, op.chunks_deleted(), &out); break;
+    default: s = Err(EINVAL, "empty meta op");
+  }
+  if (!s.ok()) return s;
+  t.c.op_seq++;
+  op.set_seq(t.c.op_seq);
+  t.batch.Put(keys::OpLog(op.seq()), op.SerializeAsString());
+  if (op.seq() > op_log_tail_) t.batch.Delete(keys::OpLog(op.seq() - op_log_tail_));
+  t.Flush();
+  t.batch.Put(keys::Counters(), EncodeCounters(t.c.next_ino, t.c.next_chunk_id, t.c.op_seq, t.c.inodes,
+                                               t.c.deletion_queue, t.c.reserved));
+  rocksdb::WriteOptions wo;
+  wo.sync = false;  // the applier syncs the WAL once per group
+  if (auto w = FromRocks(db_->Write(wo, &t.batch), "apply op"); !w.ok()) return w;
+  counters_ = t.c;
+  inodes_ = counters_.inodes;
+  op_seq_ = counters_.op_seq;
+  deletion_queue_ = counters_.deletion_queue;
+  return out;
+}
+
+Status Namespace::SyncWal() { return FromRocks(db_->SyncWAL(), "sync wal"); }
+
+namespace {
+
+// Deletes everything of an inode (its record, extents, xattrs, orphan mark)
+// and queues its chunks for deletion from the bricks.
+template <typename TxnT>
+Status DeleteInode(rocksdb::DB* db, TxnT& t, uint64_t ino) {
+  rocksdb::ReadOptions ro;
+  for (const std::string& prefix : {keys::ExtentPrefix(ino), keys::XattrPrefix(ino)}) {
+    std::string end = keys::PrefixEnd(prefix);
+    rocksdb::Slice upper(end);
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      if (prefix[0] == 'E') {
+        ExtentList list;
+        if (!list.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
+          return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
+        std::set<uint64_t> chunks;
+        for (const auto& e : list.extents()) chunks.insert(e.chunk_id());
+        for (uint64_t c : chunks) t.QueueChunkDeletion(c);
+      }
+      t.batch.Delete(it->key());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scan inode data");
+  }
+  t.batch.Delete(keys::Orphan(ino));
+  t.RemoveInode(ino);
+  --t.c.inodes;
+  return Status::Ok();
+}
+
+}  // namespace
+
+// Drops one link of a non-directory. At nlink 0 a regular file becomes an
+// orphan (the applier reclaims it at once unless it is open); anything else
+// is deleted now.
+template <typename TxnT>
+Status DropLink(rocksdb::DB* db, TxnT& t, uint64_t ino, meta_store::InodeRecord* rec, OpOutcome* out) {
+  auto* a = rec->mutable_attr();
+  a->set_nlink(a->nlink() > 0 ? a->nlink() - 1 : 0);
+  a->set_ctime_ns(t.now);
+  t.Dirty(ino);
+  if (a->nlink() != 0) return Status::Ok();
+  if (!S_ISREG(a->mode())) return DeleteInode(db, t, ino);
+  t.batch.Put(keys::Orphan(ino), rocksdb::Slice());
+  out->new_orphans.push_back(ino);
+  return Status::Ok();
+}
+
+Status Namespace::ApplyCreate(Txn& t, const proto::CreateRequest& r, OpOutcome* out) {
+  if (auto v = ValidateName(r.name()); !v.ok()) return v;
+  auto parent = t.Directory(r.parent());
+  if (!parent.ok()) return parent.status();
+  uint32_t type = TypeOf(r.mode());
+  if (type == 0) type = S_IFREG;
+  switch (type) {
+    case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFIFO: case S_IFCHR: case S_IFBLK: case S_IFSOCK: break;
+    default: return Err(EINVAL, "unknown file type in mode");
+  }
+  auto existing = t.Dirent(r.parent(), r.name());
+  if (!existing.ok()) return existing.status();
+  if (*existing) {
+    if (!r.exclusive() && type == S_IFREG && (*existing)->type == S_IFREG) {
+      auto rec = t.Inode((*existing)->ino);
+      if (!rec.ok()) return rec.status();
+      out->attr = (*rec)->attr();
+      out->created = false;
+      return Status::Ok();
+    }
+    return Err(EEXIST, r.name() + " exists");
+  }
+  if (type == S_IFLNK) {
+    if (r.symlink_target().empty()) return Err(ENOENT, "empty symlink target");
+    if (r.symlink_target().size() > kMaxSymlinkBytes) return Err(ENAMETOOLONG, "symlink target too long");
+    if (r.symlink_target().find('\0') != std::string::npos) return Err(EINVAL, "NUL in symlink target");
+  }
+  const uint64_t ino = t.c.next_ino++;
+  InodeRecord rec;
+  auto* a = rec.mutable_attr();
+  a->set_ino(ino);
+  a->set_mode(type | (r.mode() & 07777));
+  a->set_uid(r.uid());
+  a->set_gid(r.gid());
+  a->set_nlink(type == S_IFDIR ? 2 : 1);
+  a->set_atime_ns(t.now);
+  a->set_mtime_ns(t.now);
+  a->set_ctime_ns(t.now);
+  a->set_version(1);
+  a->set_generation(1);
+  if (type == S_IFCHR || type == S_IFBLK) a->set_rdev(r.rdev());
+  if (type == S_IFLNK) {
+    rec.set_symlink_target(r.symlink_target());
+    a->set_size(r.symlink_target().size());
+  }
+  if (type == S_IFDIR) {
+    rec.set_parent(r.parent());
+    (*parent)->mutable_attr()->set_nlink((*parent)->attr().nlink() + 1);
+  }
+  Touch(*parent, t.now, true);
+  t.Dirty(r.parent());
+  out->attr = rec.attr();
+  out->created = true;
+  t.AddInode(ino, std::move(rec));
+  t.PutDirent(r.parent(), r.name(), ino, type);
+  ++t.c.inodes;
+  return Status::Ok();
+}
+
+Status Namespace::ApplyUnlink(Txn& t, const proto::UnlinkRequest& r, OpOutcome* out) {
+  if (auto v = ValidateName(r.name()); !v.ok()) return v;
+  auto parent = t.Directory(r.parent());
+  if (!parent.ok()) return parent.status();
+  auto dent = t.Dirent(r.parent(), r.name());
+  if (!dent.ok()) return dent.status();
+  if (!*dent) return Err(ENOENT, r.name() + " not found");
+  const uint64_t ino = (*dent)->ino;
+  auto child = t.Inode(ino);
+  if (!child.ok()) return child.status();
+  const bool is_dir = IsDir((*child)->attr());
+  if (r.directory()) {
+    if (!is_dir) return Err(ENOTDIR, r.name() + " is not a directory");
+    auto has = t.HasEntries(ino);
+    if (!has.ok()) return has.status();
+    if (*has) return Err(ENOTEMPTY, r.name() + " is not empty");
+    t.DeleteDirent(r.parent(), r.name());
+    (*parent)->mutable_attr()->set_nlink((*parent)->attr().nlink() - 1);
+    if (auto d = DeleteInode(db_.get(), t, ino); !d.ok()) return d;
+  } else {
+    if (is_dir) return Err(EISDIR, r.name() + " is a directory");
+    t.DeleteDirent(r.parent(), r.name());
+    if (auto d = DropLink(db_.get(), t, ino, *child, out); !d.ok()) return d;
+  }
+  Touch(*parent, t.now, true);
+  t.Dirty(r.parent());
+  return Status::Ok();
+}
+
+Status Namespace::ApplyRename(Txn& t, const proto::RenameRequest& r, OpOutcome* out) {
+  const uint32_t flags = r.flags();
+  if ((flags & ~(kRenameNoReplace | kRenameExchange)) || flags == (kRenameNoReplace | kRenameExchange))
+    return Err(EINVAL, "bad rename flags");
+  if (auto v = ValidateName(r.old_name()); !v.ok()) return v;
+  if (auto v = ValidateName(r.new_name()); !v.ok()) return v;
+  auto old_parent = t.Directory(r.old_parent());
+  if (!old_parent.ok()) return old_parent.status();
+  auto new_parent = t.Directory(r.new_parent());
+  if (!new_parent.ok()) return new_parent.status();
+  auto src = t.Dirent(r.old_parent(), r.old_name());
+  if (!src.ok()) return src.status();
+  if (!*src) return Err(ENOENT, r.old_name() + " not found");
+  auto dst = t.Dirent(r.new_parent(), r.new_name());
+  if (!dst.ok()) return dst.status();
+  if ((flags & kRenameExchange) && !*dst) return Err(ENOENT, r.new_name() + " not found");
+  if ((flags & kRenameNoReplace) && *dst) return Err(EEXIST, r.new_name() + " exists");
+
+  // Is `ancestor` the directory `dir` or above it? Walks parent pointers.
+  auto is_ancestor_or_self = [&](uint64_t ancestor, uint64_t dir) -> Result<bool> {
+    uint64_t cur = dir;
+    for (int depth = 0; depth < kMaxDirectoryDepth; ++depth) {
+      if (cur == ancestor) return true;
+      if (cur == keys::kRootIno) return false;
+      auto rec = t.Inode(cur);
+      if (!rec.ok()) return rec.status();
+      cur = (*rec)->parent();
+    }
+    return Err(EIO, "directory tree too deep or looped");
+  };
+  const uint64_t src_ino = (*src)->ino;
+  const bool src_is_dir = (*src)->type == S_IFDIR;
+  if (src_is_dir) {
+    auto a = is_ancestor_or_self(src_ino, r.new_parent());
+    if (!a.ok()) return a.status();
+    if (*a) return Err(EINVAL, "cannot move a directory into itself");
+  }
+  const bool dst_is_dir = *dst && (*dst)->type == S_IFDIR;
+  if (dst_is_dir) {
+    auto a = is_ancestor_or_self((*dst)->ino, r.old_parent());
+    if (!a.ok()) return a.status();
+    if (*a) return (flags & kRenameExchange) ? Err(EINVAL, "cannot exchange with an ancestor")
+                                             : Err(ENOTEMPTY, r.new_name() + " is not empty");
+  }
+  if (*dst && (*dst)->ino == src_ino) return Status::Ok();  // same inode: nothing to do
+
+  auto src_rec = t.Inode(src_ino);
+  if (!src_rec.ok()) return src_rec.status();
+  const bool cross = r.old_parent() != r.new_parent();
+  auto move_dir = [&](InodeRecord* dir, InodeRecord* from, InodeRecord* to, uint64_t to_ino) {
+    dir->set_parent(to_ino);
+    from->mutable_attr()->set_nlink(from->attr().nlink() - 1);
+    to->mutable_attr()->set_nlink(to->attr().nlink() + 1);
+  };
+
+  if (flags & kRenameExchange) {
+    const uint64_t dst_ino = (*dst)->ino;
+    const uint32_t dst_type = (*dst)->type;
+    auto dst_rec = t.Inode(dst_ino);
+    if (!dst_rec.ok()) return dst_rec.status();
+    t.PutDirent(r.old_parent(), r.old_name(), dst_ino, dst_type);
+    t.PutDirent(r.new_parent(), r.new_name(), src_ino, (*src)->type);
+    if (cross && src_is_dir) move_dir(*src_rec, *old_parent, *new_parent, r.new_parent());
+    if (cross && dst_is_dir) move_dir(*dst_rec, *new_parent, *old_parent, r.old_parent());
+    Touch(*dst_rec, t.now, false);
+    t.Dirty(dst_ino);
+  } else {
+    if (*dst) {
+      const uint64_t dst_ino = (*dst)->ino;
+      auto dst_rec = t.Inode(dst_ino);
+      if (!dst_rec.ok()) return dst_rec.status();
+      if (dst_is_dir) {
+        if (!src_is_dir) return Err(EISDIR, r.new_name() + " is a directory");
+        auto has = t.HasEntries(dst_ino);
+        if (!has.ok()) return has.status();
+        if (*has) return Err(ENOTEMPTY, r.new_name() + " is not empty");
+        (*new_parent)->mutable_attr()->set_nlink((*new_parent)->attr().nlink() - 1);
+        if (auto d = DeleteInode(db_.get(), t, dst_ino); !d.ok()) return d;
+      } else {
+        if (src_is_dir) return Err(ENOTDIR, r.new_name() + " is not a directory");
+        if (auto d = DropLink(db_.get(), t, dst_ino, *dst_rec, out); !d.ok()) return d;
+      }
+    }
+    t.DeleteDirent(r.old_parent(), r.old_name());
+    t.PutDirent(r.new_parent(), r.new_name(), src_ino, (*src)->type);
+    if (cross && src_is_dir) move_dir(*src_rec, *old_parent, *new_parent, r.new_parent());
+  }
+  Touch(*src_rec, t.now, false);
+  t.Dirty(src_ino);
+  Touch(*old_parent, t.now, true);
+  Touch(*new_parent, t.now, true);
+  t.Dirty(r.old_parent());
+  t.Dirty(r.new_parent());
+  return Status::Ok();
+}
+
+Status Namespace::ApplyLink(Txn& t, const proto::LinkRequest& r, OpOutcome* out) {
+  if (auto v = ValidateName(r.new_name()); !v.ok()) return v;
+  auto rec = t.Inode(r.ino());
+  if (!rec.ok()) return rec.status();
+  if (IsDir((*rec)->attr())) return Err(EPERM, "cannot link a directory");
+  if ((*rec)->attr().nlink() == 0) return Err(ENOENT, "inode is unlinked");
+  auto parent = t.Directory(r.new_parent());
+  if (!parent.ok()) return parent.status();
+  auto dent = t.Dirent(r.new_parent(), r.new_name());
+  if (!dent.ok()) return dent.status();
+  if (*dent) return Err(EEXIST, r.new_name() + " exists");
+  auto* a = (*rec)->mutable_attr();
+  a->set_nlink(a->nlink() + 1);
+  a->set_ctime_ns(t.now);
+  t.Dirty(r.ino());
+  t.PutDirent(r.new_parent(), r.new_name(), r.ino(), TypeOf(a->mode()));
+  Touch(*parent, t.now, true);
+  t.Dirty(r.new_parent());
+  out->attr = *a;
+  return Status::Ok();
+}
+
+// Cuts the file down to `size`: extents beyond it go, the boundary extent
+// is trimmed, chunks no longer referenced are queued for deletion.
+static Status TruncateExtents(rocksdb::DB* db, rocksdb::WriteBatch& batch, uint64_t ino, uint64_t size,
+                              const std::function<void(uint64_t)>& queue_chunk) {
+  const std::string prefix = keys::ExtentPrefix(ino);
+  const std::string end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
+  for (it->Seek(keys::Extents(ino, size / keys::kSlotBytes)); it->Valid(); it->Next()) {
+    ExtentList list;
+    if (!list.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
+      return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
+    std::vector<proto::Extent> kept;
+    std::set<uint64_t> before, after;
+    for (const auto& e : list.extents()) {
+      before.insert(e.chunk_id());
+      if (e.file_offset() >= size) continue;
+      proto::Extent k = e;
+      if (e.file_offset() + e.length() > size) k.set_length(static_cast<uint32_t>(size - e.file_offset()));
+      after.insert(k.chunk_id());
+      kept.push_back(std::move(k));
+    }
+    for (uint64_t c : before)
+      if (!after.count(c)) queue_chunk(c);
+    if (kept.empty()) {
+      batch.Delete(it->key());
+    } else {
+      ExtentList out;
+      for (auto& k : kept) *out.add_extents() = std::move(k);
+      batch.Put(it->key(), out.SerializeAsString());
+    }
+  }
+  return FromRocks(it->status(), "scan extents");
+}
+
+Status Namespace::ApplySetAttr(Txn& t, const proto::SetAttrRequest& r, OpOutcome* out) {
+  auto rec = t.Inode(r.ino());
+  if (!rec.ok()) return rec.status();
+  auto* a = (*rec)->mutable_attr();
+  if (r.set_size()) {
+    if (IsDir(*a)) return Err(EISDIR, "cannot truncate a directory");
+    if (!S_ISREG(a->mode())) return Err(EINVAL, "can only truncate regular files");
+    if (r.size() > (1ull << 62)) return Err(EFBIG, "size too large");
+  }
+  if (r.set_mode()) a->set_mode((a->mode() & S_IFMT) | (r.mode() & 07777));
+  if (r.set_uid()) a->set_uid(r.uid());
+  if (r.set_gid()) a->set_gid(r.gid());
+  if (r.set_size()) {
+    if (r.size() < a->size()) {
+      auto s = TruncateExtents(db_.get(), t.batch, r.ino(), r.size(), [&](uint64_t c) { t.QueueChunkDeletion(c); });
+      if (!s.ok()) return s;
+    }
+    if (r.size() != a->size()) {
+      a->set_size(r.size());
+      a->set_version(a->version() + 1);
+      if (!r.set_mtime()) a->set_mtime_ns(t.now);
+    }
+  }
+  if (r.set_atime()) a->set_atime_ns(r.atime_ns());
+  if (r.set_mtime()) a->set_mtime_ns(r.mtime_ns());
+  a->set_ctime_ns(r.set_ctime() ? r.ctime_ns() : t.now);
+  t.Dirty(r.ino());
+  out->attr = *a;
+  return Status::Ok();
+}
+
+Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, OpOutcome* out) {
+  auto rec = t.Inode(r.ino());
+  if (!rec.ok()) return rec.status();
+  auto* a = (*rec)->mutable_attr();
+  if (IsDir(*a)) return Err(EISDIR, "cannot write a directory");
+  if (!S_ISREG(a->mode())) return Err(EINVAL, "can only write regular files");
+  if (r.expected_version() != 0 && r.expected_version() != a->version())
+    return Err(ESTALE, "inode version is " + std::to_string(a->version()));
+  if (r.extents_size() > kMaxExtentsPerCommit) return Err(EINVAL, "too many extents");
+  if (r.min_size() > (1ull << 62)) return Err(EFBIG, "size too large");
+  if (r.under_replicated_chunks_size() > kMaxExtentsPerCommit) return Err(EINVAL, "too many under-replicated chunks");
+  std::map<uint64_t, std::vector<const proto::Extent*>> by_slot;
+  for (const auto& e : r.extents()) {
+    if (e.length() == 0) return Err(EINVAL, "empty extent");
+    if (e.chunk_id() == 0) return Err(EINVAL, "chunk id 0");
+    if (e.chunk_length() == 0 || e.chunk_length() > kMaxChunkBytes) return Err(EINVAL, "chunk length out of range");
+    if (uint64_t{e.chunk_offset()} + e.length() > e.chunk_length()) return Err(EINVAL, "extent beyond its chunk");
+    if (e.file_offset() > (1ull << 62)) return Err(EFBIG, "file offset too large");
+    const uint64_t slot = e.file_offset() / keys::kSlotBytes;
+    if ((e.file_offset() + e.length() - 1) / keys::kSlotBytes != slot) return Err(EINVAL, "extent crosses a 1 MiB slot");
+    by_slot[slot].push_back(&e);
+  }
+  for (auto& [slot, news] : by_slot) {
+    const std::string key = keys::Extents(r.ino(), slot);
+    std::string v;
+    auto s = db_->Get(rocksdb::ReadOptions(), key, &v);
+    if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read extents");
+    ExtentList list;
+    if (s.ok() && !list.ParseFromString(v)) return Err(EIO, "corrupt extent list");
+    std::vector<proto::Extent> cur(list.extents().begin(), list.extents().end());
+    const auto before = ChunksOf(cur);
+    for (const auto* n : news) OverlayExtent(cur, *n);
+    const auto after = ChunksOf(cur);
+    for (uint64_t c : before)
+      if (!after.count(c)) t.QueueChunkDeletion(c);
+    ExtentList next;
+    for (auto& e : cur) *next.add_extents() = std::move(e);
+    t.batch.Put(key, next.SerializeAsString());
+  }
+  for (uint64_t c : r.under_replicated_chunks()) {
+    if (c == 0) continue;
+    t.batch.Put(keys::Repair(c), "under-replicated");
+  }
+  a->set_size(std::max(a->size(), r.min_size()));
+  const int64_t mtime = r.mtime_ns() != 0 ? r.mtime_ns() : t.now;
+  a->set_mtime_ns(mtime);
+  a->set_ctime_ns(mtime);
+  a->set_version(a->version() + 1);
+  t.Dirty(r.ino());
+  out->attr = *a;
+  return Status::Ok();
+}
+
+Status Namespace::ApplyAllocChunkIds(Txn& t, const proto::AllocChunkIdsRequest& r, OpOutcome* out) {
+  if (r.count() == 0 || r.count() > kMaxAllocChunkIds) return Err(EINVAL, "chunk id count out of range");
+  out->first_chunk_id = t.c.next_chunk_id;
+  t.c.next_chunk_id += r.count();
+  return Status::Ok();
+}
+
+Status Namespace::ApplySetXattr(Txn& t, const proto::XattrRequest& r, OpOutcome* out) {
+  if (auto v = ValidateXattrName(r.name()); !v.ok()) return v;
+  if (r.value().size() > kMaxXattrValueBytes) return Err(E2BIG, "xattr value larger than 64 KiB");
+  if (r.flags() & ~(kXattrCreate | kXattrReplace)) return Err(EINVAL, "bad xattr flags");
+  auto rec = t.Inode(r.ino());
+  if (!rec.ok()) return rec.status();
+  const std::string key = keys::Xattr(r.ino(), r.name());
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), key, &v);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read xattr");
+  if ((r.flags() & kXattrCreate) && s.ok()) return Err(EEXIST, "xattr " + r.name() + " exists");
+  if ((r.flags() & kXattrReplace) && s.IsNotFound()) return Err(ENODATA, "no xattr " + r.name());
+  t.batch.Put(key, r.value());
+  Touch(*rec, t.now, false);
+  t.Dirty(r.ino());
+  out->attr = (*rec)->attr();
+  return Status::Ok();
+}
+
+Status Namespace::ApplyRemoveXattr(Txn& t, const proto::XattrRequest& r, OpOutcome* out) {
+  if (auto v = ValidateXattrName(r.name()); !v.ok()) return v;
+  auto rec = t.Inode(r.ino());
+  if (!rec.ok()) return rec.status();
+  const std::string key = keys::Xattr(r.ino(), r.name());
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), key, &v);
+  if (s.IsNotFound()) return Err(ENODATA, "no xattr " + r.name());
+  if (!s.ok()) return FromRocks(s, "read xattr");
+  t.batch.Delete(key);
+  Touch(*rec, t.now, false);
+  t.Dirty(r.ino());
+  out->attr = (*rec)->attr();
+  return Status::Ok();
+}
+
+Status Namespace::ApplyReclaimOrphan(Txn& t, const proto::ReleaseRequest& r, OpOutcome*) {
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), keys::Orphan(r.ino()), &v);
+  if (s.IsNotFound()) return Status::Ok();  // already reclaimed: idempotent
+  if (!s.ok()) return FromRocks(s, "read orphan");
+  auto rec = t.Inode(r.ino());
+  if (!rec.ok()) return rec.status();
+  if ((*rec)->attr().nlink() != 0) return Err(EIO, "orphan with links");
+  return DeleteInode(db_.get(), t, r.ino());
+}
+
+Status Namespace::ApplyChunksDeleted(Txn& t, const proto::DeleteChunksRequest& r, OpOutcome*) {
+  for (const auto& c : r.chunks()) {
+    std::string v;
+    auto s = db_->Get(rocksdb::ReadOptions(), keys::DeleteQueue(c.chunk_id()), &v);
+    if (s.IsNotFound()) continue;
+    if (!s.ok()) return FromRocks(s, "read deletion queue");
+    t.batch.Delete(keys::DeleteQueue(c.chunk_id()));
+    --t.c.deletion_queue;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- reads
+
+namespace {
+
+Result<InodeRecord> ReadInode(rocksdb::DB* db, const rocksdb::ReadOptions& ro, uint64_t ino) {
+  if (ino == 0) return Err(EINVAL, "inode 0");
+  std::string v;
+  auto s = db->Get(ro, keys::Inode(ino), &v);
+  if (s.IsNotFound()) return Err(ENOENT, "inode " + std::to_string(ino) + " not found");
+  if (!s.ok()) return FromRocks(s, "read inode");
+  InodeRecord rec;
+  if (!rec.ParseFromString(v)) return Err(EIO, "corrupt inode " + std::to_string(ino));
+  return rec;
+}
+
+// A consistent view for reads that touch several keys.
+class Snapshot {
+ public:
+  explicit Snapshot(rocksdb::DB* db) : db_(db), snap_(db->GetSnapshot()) { ro.snapshot = snap_; }
+  ~Snapshot() { db_->ReleaseSnapshot(snap_); }
+  rocksdb::ReadOptions ro;
+
+ private:
+  rocksdb::DB* db_;
+  const rocksdb::Snapshot* snap_;
+};
+
+std::vector<uint64_t> ScanIds(rocksdb::DB* db, char tag, size_t max) {
+  std::vector<uint64_t> ids;
+  std::string prefix(1, tag);
+  std::string end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
+  for (it->Seek(prefix); it->Valid() && ids.size() < max; it->Next())
+    if (it->key().size() == 9) ids.push_back(GetBE64(std::string_view(it->key().data() + 1, 8)));
+  return ids;
+}
+
+}  // namespace
+
+Result<proto::Attr> Namespace::Lookup(uint64_t parent, const std::string& name) const {
+  if (auto v = ValidateName(name); !v.ok()) return v;
+  Snapshot snap(db_.get());
+  auto dir = ReadInode(db_.get(), snap.ro, parent);
+  if (!dir.ok()) return dir.status();
+  if (!IsDir(dir->attr())) return Err(ENOTDIR, "inode " + std::to_string(parent) + " is not a directory");
+  std::string v;
+  auto s = db_->Get(snap.ro, keys::Dirent(parent, name), &v);
+  if (s.IsNotFound()) return Err(ENOENT, name + " not found");
+  if (!s.ok()) return FromRocks(s, "read dirent");
+  if (v.size() != 12) return Err(EIO, "corrupt dirent");
+  auto rec = ReadInode(db_.get(), snap.ro, GetBE64(v));
+  if (!rec.ok()) return rec.status();
+  return rec->attr();
+}
+
+Result<proto::Attr> Namespace::GetAttr(uint64_t ino) const {
+  auto rec = ReadInode(db_.get(), rocksdb::ReadOptions(), ino);
+  if (!rec.ok()) return rec.status();
+  return rec->attr();
+}
+
+Result<std::string> Namespace::Readlink(uint64_t ino) const {
+  auto rec = ReadInode(db_.get(), rocksdb::ReadOptions(), ino);
+  if (!rec.ok()) return rec.status();
+  if (!S_ISLNK(rec->attr().mode())) return Err(EINVAL, "not a symlink");
+  return rec->symlink_target();
+}
+
+Status Namespace::Readdir(const proto::ReaddirRequest& req, proto::ReaddirReply* reply) const {
+  if (req.after_name().size() > kMaxNameBytes) return Err(ENAMETOOLONG, "cookie name too long");
+  Snapshot snap(db_.get());
+  auto dir = ReadInode(db_.get(), snap.ro, req.ino());
+  if (!dir.ok()) return dir.status();
+  if (!IsDir(dir->attr())) return Err(ENOTDIR, "inode " + std::to_string(req.ino()) + " is not a directory");
+  uint32_t max = req.max_entries() == 0 ? kDefaultReaddirEntries : std::min(req.max_entries(), kMaxReaddirEntries);
+  const std::string prefix = keys::DirPrefix(req.ino());
+  const std::string end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro = snap.ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  const std::string start = prefix + req.after_name();
+  it->Seek(start);
+  if (it->Valid() && !req.after_name().empty() && it->key() == start) it->Next();
+  uint32_t n = 0;
+  for (; it->Valid(); it->Next()) {
+    if (n == max) return FromRocks(it->status(), "scan directory");  // more to come: complete = false
+    auto value = it->value();
+    if (value.size() != 12) return Err(EIO, "corrupt dirent");
+    auto* e = reply->add_entries();
+    e->set_name(it->key().data() + prefix.size(), it->key().size() - prefix.size());
+    e->set_ino(GetBE64(std::string_view(value.data(), 8)));
+    e->set_type(GetBE32(std::string_view(value.data() + 8, 4)));
+    if (req.plus()) {
+      auto rec = ReadInode(db_.get(), snap.ro, e->ino());
+      if (!rec.ok()) return rec.status();
+      *e->mutable_attr() = rec->attr();
+    }
+    ++n;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan directory");
+  reply->set_complete(true);
+  return Status::Ok();
+}
+
+Status Namespace::GetExtents(uint64_t ino, proto::Attr* attr,
+                             google::protobuf::RepeatedPtrField<proto::Extent>* extents) const {
+  Snapshot snap(db_.get());
+  auto rec = ReadInode(db_.get(), snap.ro, ino);
+  if (!rec.ok()) return rec.status();
+  *attr = rec->attr();
+  const std::string prefix = keys::ExtentPrefix(ino);
+  const std::string end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro = snap.ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    ExtentList list;
+    if (!list.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
+      return Err(EIO, "corrupt extent list");
+    for (auto& e : *list.mutable_extents()) *extents->Add() = std::move(e);
+  }
+  return FromRocks(it->status(), "scan extents");
+}
+
+Result<std::string> Namespace::GetXattr(uint64_t ino, const std::string& name) const {
+  if (auto v = ValidateXattrName(name); !v.ok()) return v;
+  Snapshot snap(db_.get());
+  auto rec = ReadInode(db_.get(), snap.ro, ino);
+  if (!rec.ok()) return rec.status();
+  std::string v;
+  auto s = db_->Get(snap.ro, keys::Xattr(ino, name), &v);
+  if (s.IsNotFound()) return Err(ENODATA, "no xattr " + name);
+  if (!s.ok()) return FromRocks(s, "read xattr");
+  return v;
+}
+
+Result<std::vector<std::string>> Namespace::ListXattr(uint64_t ino) const {
+  Snapshot snap(db_.get());
+  auto rec = ReadInode(db_.get(), snap.ro, ino);
+  if (!rec.ok()) return rec.status();
+  std::vector<std::string> names;
+  const std::string prefix = keys::XattrPrefix(ino);
+  const std::string end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro = snap.ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  for (it->Seek(prefix); it->Valid(); it->Next()) names.emplace_back(it->key().ToString().substr(prefix.size()));
+  if (!it->status().ok()) return FromRocks(it->status(), "scan xattrs");
+  return names;
+}
+
+Status Namespace::RecordRepair(uint64_t chunk_id, const std::string& reason) {
+  if (chunk_id == 0) return Err(EINVAL, "chunk id 0");
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->Put(wo, keys::Repair(chunk_id), reason), "record repair");
+}
+
+bool Namespace::IsOrphan(uint64_t ino) const {
+  std::string v;
+  return db_->Get(rocksdb::ReadOptions(), keys::Orphan(ino), &v).ok();
+}
+
+std::vector<uint64_t> Namespace::Orphans() const { return ScanIds(db_.get(), 'O', SIZE_MAX); }
+std::vector<uint64_t> Namespace::DeletionQueue(size_t max) const { return ScanIds(db_.get(), 'Q', max); }
+std::vector<uint64_t> Namespace::RepairQueue(size_t max) const { return ScanIds(db_.get(), 'R', max); }
+
+NamespaceStats Namespace::Stats() const {
+  // The repair queue is also written outside the op log (ReportBadChunk), so
+  // it is counted, boundedly, rather than kept in the counters.
+  return NamespaceStats{inodes_.load(), op_seq_.load(), deletion_queue_.load(),
+                        ScanIds(db_.get(), 'R', 1000000).size()};
+}
+
+}  // namespace spool::meta

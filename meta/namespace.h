@@ -1,0 +1,127 @@
+// Namespace: meta's state machine over RocksDB.
+//
+// Every mutation is a proto::MetaOp. Apply() turns one op into one RocksDB
+// WriteBatch (state changes + the op-log entry + counters) and writes it
+// without syncing; the caller (OpApplier) syncs the WAL once for a whole
+// group before answering anyone. Apply is deterministic given the state and
+// the op: timestamps come from op.now_ns, ino and chunk ids from counters in
+// the database.
+//
+// Threading: Apply/SyncWal REQUIRE a single caller thread (the applier).
+// Every read method may be called from any thread at any time; a read sees
+// either all or nothing of an op.
+#pragma once
+
+#include <rocksdb/db.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "spool.pb.h"
+
+namespace spool::meta {
+
+// What an applied op produced, beyond "ok".
+struct OpOutcome {
+  proto::Attr attr;                   // create/link/setattr/commit: the inode after the op
+  uint64_t first_chunk_id = 0;        // alloc_chunk_ids
+  std::vector<uint64_t> new_orphans;  // inodes whose nlink reached 0 by this op (kept as orphans)
+  bool created = false;               // create: a new inode (false: existing returned)
+};
+
+struct NamespaceStats {
+  uint64_t inodes = 0;
+  uint64_t op_seq = 0;
+  uint64_t deletion_queue = 0;
+  uint64_t repair_queue = 0;
+};
+
+class Namespace {
+ public:
+  // Opens (and formats, if empty) the database in `dir` for `cluster_id`.
+  // pg_count/replicas are recorded at format time; an existing database keeps
+  // its own (see pg_count()).
+  static Result<std::unique_ptr<Namespace>> Open(const std::string& dir, const std::string& cluster_id,
+                                                 uint32_t pg_count, uint32_t replicas, uint64_t op_log_tail);
+  ~Namespace();
+  Namespace(const Namespace&) = delete;
+  Namespace& operator=(const Namespace&) = delete;
+
+  uint32_t pg_count() const { return pg_count_; }
+  uint32_t replicas() const { return replicas_; }
+  rocksdb::DB* db() { return db_.get(); }
+
+  // ---- mutations (applier thread only)
+
+  // Applies `op` (its seq is assigned here) as one unsynced WriteBatch.
+  // A failing op changes nothing and is not logged.
+  Result<OpOutcome> Apply(proto::MetaOp& op);
+  // Makes every applied op durable.
+  Status SyncWal();
+
+  // ---- reads (any thread)
+
+  Result<proto::Attr> Lookup(uint64_t parent, const std::string& name) const;
+  Result<proto::Attr> GetAttr(uint64_t ino) const;
+  Result<std::string> Readlink(uint64_t ino) const;
+  Status Readdir(const proto::ReaddirRequest& req, proto::ReaddirReply* reply) const;
+  // Attr and all extents sorted by file_offset.
+  Status GetExtents(uint64_t ino, proto::Attr* attr, google::protobuf::RepeatedPtrField<proto::Extent>* extents) const;
+  Result<std::string> GetXattr(uint64_t ino, const std::string& name) const;
+  Result<std::vector<std::string>> ListXattr(uint64_t ino) const;
+  bool IsOrphan(uint64_t ino) const;
+  // Records a chunk copy to repair (a bad copy reported by a reader). Not a
+  // namespace mutation: written directly, synced, outside the op log.
+  Status RecordRepair(uint64_t chunk_id, const std::string& reason);
+  std::vector<uint64_t> Orphans() const;
+  // Up to `max` chunk ids waiting in the deletion queue, in id order.
+  std::vector<uint64_t> DeletionQueue(size_t max) const;
+  std::vector<uint64_t> RepairQueue(size_t max) const;
+  NamespaceStats Stats() const;
+
+  // Name rules shared by every operation: 1..255 bytes, no '/', no NUL,
+  // not "." or "..".
+  static Status ValidateName(const std::string& name);
+
+ private:
+  class Txn;
+  Namespace() = default;
+  Status Format(const std::string& cluster_id, uint32_t pg_count, uint32_t replicas);
+  Status LoadCounters();
+
+  Status ApplyCreate(Txn& t, const proto::CreateRequest& r, OpOutcome* out);
+  Status ApplyUnlink(Txn& t, const proto::UnlinkRequest& r, OpOutcome* out);
+  Status ApplyRename(Txn& t, const proto::RenameRequest& r, OpOutcome* out);
+  Status ApplyLink(Txn& t, const proto::LinkRequest& r, OpOutcome* out);
+  Status ApplySetAttr(Txn& t, const proto::SetAttrRequest& r, OpOutcome* out);
+  Status ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, OpOutcome* out);
+  Status ApplyAllocChunkIds(Txn& t, const proto::AllocChunkIdsRequest& r, OpOutcome* out);
+  Status ApplySetXattr(Txn& t, const proto::XattrRequest& r, OpOutcome* out);
+  Status ApplyRemoveXattr(Txn& t, const proto::XattrRequest& r, OpOutcome* out);
+  Status ApplyReclaimOrphan(Txn& t, const proto::ReleaseRequest& r, OpOutcome* out);
+  Status ApplyChunksDeleted(Txn& t, const proto::DeleteChunksRequest& r, OpOutcome* out);
+
+  std::unique_ptr<rocksdb::DB> db_;
+  uint32_t pg_count_ = 0;
+  uint32_t replicas_ = 0;
+  uint64_t op_log_tail_ = 0;
+
+  // Durable counters, stored together under key "C". Written only by the
+  // applier thread; the atomics let readers report them.
+  struct Counters {
+    uint64_t next_ino = 2;
+    uint64_t next_chunk_id = 1;
+    uint64_t op_seq = 0;
+    uint64_t inodes = 1;
+    uint64_t deletion_queue = 0;
+    uint64_t reserved = 0;
+  };
+  Counters counters_;  // applier thread only
+  std::atomic<uint64_t> inodes_{0}, op_seq_{0}, deletion_queue_{0};
+};
+
+}  // namespace spool::meta

@@ -1,0 +1,27 @@
+// Placement: which bricks hold each placement group. A pure function of the
+// brick set, so that every meta (and a test) computes the same map.
+//
+// Weighted rendezvous hashing: for each PG every brick gets a score
+// -weight / ln(u), u = hash(pg, brick id) in (0,1); bricks are taken in score
+// order, skipping a brick whose failure domain is already in the PG, until R
+// are chosen (fewer if there are fewer than R domains). Adding or removing one
+// brick of N changes only the PG slots where it wins or won: about 1/N.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace spool::meta {
+
+struct PlacementBrick {
+  uint32_t id = 0;
+  std::string failure_domain;
+  double weight = 1.0;  // relative; capacity in bytes is fine
+};
+
+// Returns pg_count lists of up to `replicas` brick ids, best first.
+std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementBrick>& bricks, uint32_t pg_count,
+                                                    uint32_t replicas);
+
+}  // namespace spool::meta
