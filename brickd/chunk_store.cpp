@@ -144,6 +144,10 @@ ChunkStore::~ChunkStore() {
   queue_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
   if (db_) {
+    // With a WAL, RocksDB does not flush on close; flushing here makes the
+    // next start fast (no WAL replay) and leaves every chunk in blob files.
+    auto flushed = db_->Flush(rocksdb::FlushOptions(), handles_);
+    if (!flushed.ok()) SPOOL_LOG_WARN("chunkstore flush_on_close error=\"{}\"", flushed.ToString());
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
     auto s = db_->Close();
@@ -273,16 +277,20 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
       }
       continue;
     }
+    size_t batch_puts_before = batch_puts.size();
     for (auto& c : op.puts) {
       results[i] = CheckPutAgainstExisting(c, batch_puts);
       if (!results[i].ok()) break;
+      batch_puts.emplace_back(ChunkKey(c.info.pg, c.info.chunk_id), c.info.crc32c);
     }
-    if (!results[i].ok()) continue;
+    if (!results[i].ok()) {
+      batch_puts.resize(batch_puts_before);  // all or nothing
+      continue;
+    }
     for (auto& c : op.puts) {
       auto key = ChunkKey(c.info.pg, c.info.chunk_id);
       batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length));
       batch.Put(data_cf_, key, c.bytes);
-      batch_puts.emplace_back(std::move(key), c.info.crc32c);
     }
   }
 
@@ -303,6 +311,7 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
       rocksdb::WriteOptions write_options;
       write_options.sync = true;
       auto s = db_->Write(write_options, &batch);
+      if (s.ok()) ++synced_batches_;
       if (!s.ok()) {
         write_status = FromRocks(s, "write chunks");
         needs_resume_ = true;

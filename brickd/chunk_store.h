@@ -126,6 +126,9 @@ class ChunkStore {
   Status Compact();
 
   uint64_t ApproximateChunkCount();
+  // Synced WriteBatches written so far: with concurrent writers this grows
+  // slower than the number of writes (group commit).
+  uint64_t synced_batches() const { return synced_batches_.load(); }
   const ChunkStoreOptions& options() const { return options_; }
 
  private:
@@ -160,6 +163,7 @@ class ChunkStore {
   // Owned by the committer thread.
   bool needs_resume_ = false;         // a write failed with a background error: Resume() first
   std::atomic<bool> space_low_{false};  // a put was refused for space: compact after deletes
+  std::atomic<uint64_t> synced_batches_{0};
   std::thread committer_;
 };
 

@@ -1,0 +1,278 @@
+// ChunkStore, one operation at a time, and the ways each one fails.
+#include "brickd/chunk_store.h"
+
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+
+#include <thread>
+
+#include "common/crc32c.h"
+#include "tests/brickd/test_util.h"
+#include "tests/support/process.h"
+
+namespace spool::brick {
+namespace {
+
+using spool::testing::RandomBytes;
+
+class ChunkStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+  void Open() {
+    ChunkStoreOptions options;
+    options.db_dir = dir_.Sub("db");
+    options.reserve_bytes = 0;
+    auto store = ChunkStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+  }
+  void Reopen() {
+    store_.reset();
+    Open();
+  }
+  static ChunkWrite Write(uint32_t pg, uint64_t id, const std::string& bytes) {
+    return ChunkWrite{ChunkInfo{id, pg, Crc32c(bytes), static_cast<uint32_t>(bytes.size())}, bytes};
+  }
+  Status Put(ChunkWrite w) {
+    std::vector<ChunkWrite> v;
+    v.push_back(std::move(w));
+    return store_->PutSync(std::move(v));
+  }
+
+  spool::testing::TempDir dir_;
+  std::unique_ptr<ChunkStore> store_;
+};
+
+TEST_F(ChunkStoreTest, PutThenGetReturnsTheBytesOfEverySize) {
+  for (size_t size : {size_t{0}, size_t{1}, size_t{1000}, size_t{4096}, size_t{65536}, size_t{kMaxChunkBytes}}) {
+    auto bytes = RandomBytes(size, size);
+    ASSERT_TRUE(store_->PutSync(7, size, bytes).ok()) << size;
+    ChunkInfo info;
+    auto got = store_->Get(7, size, 0, 0, &info);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, bytes);
+    EXPECT_EQ(info.length, size);
+    EXPECT_EQ(info.crc32c, Crc32c(bytes));
+  }
+}
+
+TEST_F(ChunkStoreTest, GetRange) {
+  auto bytes = RandomBytes(10000, 1);
+  ASSERT_TRUE(store_->PutSync(1, 1, bytes).ok());
+  EXPECT_EQ(*store_->Get(1, 1, 100, 200), bytes.substr(100, 200));
+  EXPECT_EQ(*store_->Get(1, 1, 9000, 0), bytes.substr(9000)) << "length 0 reads to the end";
+  EXPECT_EQ(*store_->Get(1, 1, 10000, 0), "") << "empty range at the end";
+  EXPECT_EQ(store_->Get(1, 1, 9999, 2).status().code(), EINVAL);
+  EXPECT_EQ(store_->Get(1, 1, 10001, 0).status().code(), EINVAL);
+  EXPECT_EQ(store_->Get(1, 1, UINT32_MAX, UINT32_MAX).status().code(), EINVAL);
+}
+
+TEST_F(ChunkStoreTest, ChecksumMismatchIsRejectedAndNothingStored) {
+  auto w = Write(1, 5, "hello world");
+  w.info.crc32c ^= 1;
+  auto s = Put(std::move(w));
+  EXPECT_EQ(s.code(), EBADMSG) << s.ToString();
+  EXPECT_EQ(store_->Stat(1, 5).status().code(), ENOENT);
+}
+
+TEST_F(ChunkStoreTest, MalformedPutsAreRejected) {
+  auto w = Write(1, 5, "hello");
+  w.info.length = 6;
+  EXPECT_EQ(Put(w).code(), EINVAL) << "length mismatch";
+  EXPECT_EQ(Put(Write(kMaxPgCount, 5, "hello")).code(), EINVAL) << "pg out of range";
+  EXPECT_EQ(Put(Write(1, 5, std::string(kMaxChunkBytes + 1, 'x'))).code(), EINVAL) << "too large";
+}
+
+TEST_F(ChunkStoreTest, MissingChunk) {
+  EXPECT_EQ(store_->Get(3, 99).status().code(), ENOENT);
+  EXPECT_EQ(store_->Stat(3, 99).status().code(), ENOENT);
+}
+
+TEST_F(ChunkStoreTest, StatReadsMetadata) {
+  ASSERT_TRUE(store_->PutSync(4, 8, "abcdef").ok());
+  auto info = store_->Stat(4, 8);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->length, 6u);
+  EXPECT_EQ(info->crc32c, Crc32c("abcdef"));
+  EXPECT_EQ(info->pg, 4u);
+  EXPECT_EQ(store_->Stat(5, 8).status().code(), ENOENT) << "the pg is part of the address";
+}
+
+TEST_F(ChunkStoreTest, DeleteRemovesAndIsIdempotent) {
+  ASSERT_TRUE(store_->PutSync(1, 1, "a").ok());
+  ASSERT_TRUE(store_->PutSync(1, 2, "b").ok());
+  ASSERT_TRUE(store_->DeleteSync({ChunkInfo{1, 1, 0, 0}, ChunkInfo{3, 1, 0, 0}}).ok());
+  EXPECT_EQ(store_->Get(1, 1).status().code(), ENOENT);
+  EXPECT_EQ(*store_->Get(1, 2), "b");
+  EXPECT_TRUE(store_->DeleteSync({ChunkInfo{1, 1, 0, 0}}).ok());
+}
+
+TEST_F(ChunkStoreTest, PutIsIdempotentButChunksAreImmutable) {
+  ASSERT_TRUE(store_->PutSync(1, 1, "same").ok());
+  EXPECT_TRUE(store_->PutSync(1, 1, "same").ok());
+  auto s = store_->PutSync(1, 1, "different");
+  EXPECT_EQ(s.code(), EEXIST) << s.ToString();
+  EXPECT_EQ(*store_->Get(1, 1), "same");
+  // Within one bulk put too.
+  std::vector<ChunkWrite> both;
+  both.push_back(Write(2, 1, "one"));
+  both.push_back(Write(2, 1, "two"));
+  EXPECT_EQ(store_->PutSync(std::move(both)).code(), EEXIST);
+  EXPECT_EQ(store_->Stat(2, 1).status().code(), ENOENT) << "a bulk put is all or nothing";
+}
+
+TEST_F(ChunkStoreTest, ListIsPerPgSortedAndPaged) {
+  for (uint64_t id : {50, 10, 30, 20, 40}) ASSERT_TRUE(store_->PutSync(2, id, "x" + std::to_string(id)).ok());
+  ASSERT_TRUE(store_->PutSync(1, 5, "other pg").ok());
+  ASSERT_TRUE(store_->PutSync(3, 5, "other pg").ok());
+  auto page = store_->List(2, std::nullopt, 3);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->chunks.size(), 3u);
+  EXPECT_FALSE(page->complete);
+  EXPECT_EQ(page->chunks[0].chunk_id, 10u);
+  EXPECT_EQ(page->chunks[2].chunk_id, 30u);
+  EXPECT_EQ(page->chunks[1].crc32c, Crc32c("x20"));
+  auto rest = store_->List(2, 30, 3);
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest->chunks.size(), 2u);
+  EXPECT_TRUE(rest->complete);
+  EXPECT_EQ(rest->chunks[1].chunk_id, 50u);
+  EXPECT_TRUE(store_->List(2, UINT64_MAX, 3)->complete);
+  EXPECT_TRUE(store_->List(9, std::nullopt, 3)->chunks.empty());
+  EXPECT_EQ(store_->List(kMaxPgCount, std::nullopt, 3).status().code(), EINVAL);
+}
+
+TEST_F(ChunkStoreTest, ReadManyStreamsFoundMissingAndDeferred) {
+  std::string a = RandomBytes(1000, 1), b = RandomBytes(2000, 2), c = RandomBytes(3000, 3);
+  ASSERT_TRUE(store_->PutSync(6, 1, a).ok());
+  ASSERT_TRUE(store_->PutSync(6, 2, b).ok());
+  ASSERT_TRUE(store_->PutSync(6, 3, c).ok());
+  auto r = store_->ReadMany(6, {1, 99, 2, 3}, 3500);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->chunks.size(), 2u);
+  EXPECT_EQ(r->payload, a + b);
+  EXPECT_EQ(r->missing, std::vector<uint64_t>{99});
+  EXPECT_EQ(r->deferred, std::vector<uint64_t>{3}) << "3000 more bytes would exceed 3500";
+}
+
+TEST_F(ChunkStoreTest, BulkPutStoresAll) {
+  std::vector<ChunkWrite> chunks;
+  for (uint64_t i = 0; i < 100; ++i) chunks.push_back(Write(8, i, RandomBytes(i * 10, i)));
+  ASSERT_TRUE(store_->PutSync(std::move(chunks)).ok());
+  for (uint64_t i = 0; i < 100; ++i) EXPECT_EQ(*store_->Get(8, i), RandomBytes(i * 10, i));
+}
+
+TEST_F(ChunkStoreTest, ConcurrentPutsShareSyncs) {
+  constexpr int kThreads = 32, kPuts = 20;
+  uint64_t batches_before = store_->synced_batches();
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPuts; ++i) {
+        uint64_t id = static_cast<uint64_t>(t) * 1000 + static_cast<uint64_t>(i);
+        if (!store_->PutSync(static_cast<uint32_t>(id % 16), id, RandomBytes(4096, id)).ok()) ++failures;
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+  uint64_t batches = store_->synced_batches() - batches_before;
+  EXPECT_LT(batches, uint64_t{kThreads * kPuts}) << "concurrent puts should share fsyncs";
+  for (uint64_t id : {0ull, 31019ull, 15007ull})
+    EXPECT_EQ(*store_->Get(static_cast<uint32_t>(id % 16), id), RandomBytes(4096, id));
+}
+
+TEST_F(ChunkStoreTest, ChunksSurviveReopen) {
+  ASSERT_TRUE(store_->PutSync(1, 1, RandomBytes(70000, 9)).ok());
+  Reopen();
+  EXPECT_EQ(*store_->Get(1, 1), RandomBytes(70000, 9));
+}
+
+TEST_F(ChunkStoreTest, CorruptBytesOnDiskAreNeverServed) {
+  auto victim = RandomBytes(65536, 42);
+  auto bystander = RandomBytes(65536, 43);
+  ASSERT_TRUE(store_->PutSync(1, 1, victim).ok());
+  ASSERT_TRUE(store_->PutSync(1, 2, bystander).ok());
+  store_.reset();  // flushes memtables into blob files
+  auto changed = spool::testing::FlipPatternOnDisk(dir_.Sub("db"), victim.substr(20000, 64), {".blob", ".sst"});
+  ASSERT_FALSE(changed.empty()) << "the chunk's bytes were not found on disk";
+  Open();
+  auto got = store_->Get(1, 1);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), EBADMSG);
+  EXPECT_NE(got.status().message().find("corrupt"), std::string::npos) << got.status().message();
+  EXPECT_EQ(store_->Get(1, 1, 0, 10).status().code(), EBADMSG) << "a range read verifies the whole chunk";
+  EXPECT_EQ(*store_->Get(1, 2), bystander);
+  auto many = store_->ReadMany(1, {1, 2}, 1 << 20);
+  ASSERT_TRUE(many.ok());
+  EXPECT_EQ(many->corrupt, std::vector<uint64_t>{1});
+  EXPECT_EQ(many->payload, bystander);
+  // Repair: the good content put again replaces the bad copy.
+  ASSERT_TRUE(store_->PutSync(1, 1, victim).ok());
+  EXPECT_EQ(*store_->Get(1, 1), victim);
+}
+
+// A full disk: a tiny tmpfs (needs root to mount).
+class FullDiskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mount_point_ = dir_.Sub("fs");
+    std::filesystem::create_directories(mount_point_);
+    if (::mount("tmpfs", mount_point_.c_str(), "tmpfs", 0, "size=48m") != 0)
+      GTEST_SKIP() << "cannot mount a tmpfs (not root?): " << strerror(errno);
+    mounted_ = true;
+  }
+  void TearDown() override {
+    store_.reset();
+    if (mounted_) ::umount2(mount_point_.c_str(), MNT_DETACH);
+  }
+  spool::testing::TempDir dir_;
+  std::string mount_point_;
+  bool mounted_ = false;
+  std::unique_ptr<ChunkStore> store_;
+};
+
+TEST_F(FullDiskTest, EnospcThenReadableThenDeletesMakeRoom) {
+  ChunkStoreOptions options;
+  options.db_dir = mount_point_ + "/db";
+  options.reserve_bytes = 8 << 20;
+  options.write_buffer_size = 4 << 20;
+  options.blob_file_size = 4 << 20;
+  options.allow_fallocate = false;
+  auto store = ChunkStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  store_ = std::move(store).value();
+
+  constexpr size_t kChunk = 256 << 10;
+  uint64_t stored = 0;
+  Status s;
+  for (; stored < 400; ++stored) {
+    s = store_->PutSync(1, stored, RandomBytes(kChunk, stored));
+    if (!s.ok()) break;
+  }
+  ASSERT_EQ(s.code(), ENOSPC) << s.ToString();
+  ASSERT_GT(stored, 10u);
+  // Still readable and consistent.
+  for (uint64_t id = 0; id < stored; id += 7) EXPECT_EQ(*store_->Get(1, id), RandomBytes(kChunk, id)) << id;
+  EXPECT_EQ(store_->List(1, std::nullopt, 1000)->chunks.size(), stored);
+
+  std::vector<ChunkInfo> all;
+  for (uint64_t id = 0; id < stored; ++id) all.push_back(ChunkInfo{id, 1, 0, 0});
+  ASSERT_TRUE(store_->DeleteSync(std::move(all)).ok());
+  // Deleted bytes come back once compaction and blob GC have run and RocksDB
+  // has purged the obsolete files, which it does in the background.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    s = store_->PutSync(1, 1000, RandomBytes(kChunk, 1000));
+    if (!s.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (!s.ok() && std::chrono::steady_clock::now() < deadline);
+  EXPECT_TRUE(s.ok()) << "deleting everything should make room: " << s.ToString();
+  // And again nearly as much as before fits.
+  uint64_t again = 0;
+  for (; again < stored / 2; ++again)
+    if (!store_->PutSync(1, 2000 + again, RandomBytes(kChunk, again)).ok()) break;
+  EXPECT_EQ(again, stored / 2);
+}
+
+}  // namespace
+}  // namespace spool::brick
