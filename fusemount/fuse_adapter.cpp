@@ -35,15 +35,6 @@ struct OpenFile {
   bool flocked = false;
 };
 
-// A directory listing in progress. FUSE offsets are indexes into `entries`
-// (after "." and ".."); the next batch resumes after the last name, so an
-// entry that exists throughout the listing is returned exactly once.
-struct DirListing {
-  std::mutex mu;  // guards everything below
-  std::vector<proto::DirEntry> entries;
-  bool complete = false;
-};
-
 constexpr uint32_t kReaddirBatch = 1024;
 
 }  // namespace
@@ -301,13 +292,27 @@ void FuseAdapter::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void FuseAdapter::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   auto* listing = reinterpret_cast<DirListing*>(fi->fh);
-  std::lock_guard lock(listing->mu);
-  if (off == 0) {  // a new pass (or rewinddir): start from the beginning
-    listing->entries.clear();
-    listing->complete = false;
-  }
   std::string buf(size, '\0');
   size_t used = 0;
+  Status error;
+  // The reply goes out only after the listing's lock is released: once the
+  // kernel has the reply, the application may closedir() and RELEASEDIR may
+  // free the listing on another thread.
+  {
+    std::lock_guard lock(listing->mu);
+    error = FillDirBuffer(req, ino, off, plus, *listing, buf, used);
+  }
+  if (!error.ok() && used == 0) return ReplyStatus(req, error);
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+Status FuseAdapter::FillDirBuffer(fuse_req_t req, fuse_ino_t ino, off_t off, bool plus, DirListing& listing,
+                                  std::string& buf, size_t& used) {
+  if (off == 0) {  // a new pass (or rewinddir): start from the beginning
+    listing.entries.clear();
+    listing.complete = false;
+  }
+  const size_t size = buf.size();
   auto add = [&](const char* name, const proto::Attr* attr, fuse_ino_t entry_ino, uint32_t type, off_t next) {
     size_t room = size - used;
     size_t n;
@@ -330,41 +335,29 @@ void FuseAdapter::ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
     used += n;
     return true;
   };
-  // Offsets: 1 after ".", 2 after "..", 3+i after entries[i].
-  if (off < 1 && !add(".", nullptr, ino, S_IFDIR, 1)) {
-    fuse_reply_buf(req, buf.data(), used);
-    return;
-  }
-  if (off < 2 && !add("..", nullptr, 0, S_IFDIR, 2)) {
-    fuse_reply_buf(req, buf.data(), used);
-    return;
-  }
+  // Offsets: 1 after ".", 2 after "..", 3+i after entries[i]. glibc hides
+  // entries whose inode number is 0, so ".." carries the root's.
+  if (off < 1 && !add(".", nullptr, ino, S_IFDIR, 1)) return Status::Ok();
+  if (off < 2 && !add("..", nullptr, FUSE_ROOT_ID, S_IFDIR, 2)) return Status::Ok();
   size_t index = off < 2 ? 0 : static_cast<size_t>(off - 2);
   for (;;) {
-    while (index >= listing->entries.size() && !listing->complete) {
-      std::string after = listing->entries.empty() ? "" : listing->entries.back().name();
+    while (index >= listing.entries.size() && !listing.complete) {
+      std::string after = listing.entries.empty() ? "" : listing.entries.back().name();
       auto batch = meta_.Readdir(ino, after, kReaddirBatch, plus);
-      if (!batch.ok()) {
-        if (used > 0) {
-          fuse_reply_buf(req, buf.data(), used);
-          return;
-        }
-        return ReplyStatus(req, batch.status());
-      }
-      for (auto& entry : *batch->mutable_entries()) listing->entries.push_back(std::move(entry));
-      listing->complete = batch->complete() || batch->entries_size() == 0;
+      if (!batch.ok()) return batch.status();
+      for (auto& entry : *batch->mutable_entries()) listing.entries.push_back(std::move(entry));
+      listing.complete = batch->complete() || batch->entries_size() == 0;
     }
-    if (index >= listing->entries.size()) break;
-    auto& entry = listing->entries[index];
+    if (index >= listing.entries.size()) return Status::Ok();
+    auto& entry = listing.entries[index];
     proto::Attr attr = entry.attr();
     bool have_attr = plus && entry.has_attr() && entry.attr().ino() != 0;
     if (have_attr) files_.Overlay(attr);
     if (!add(entry.name().c_str(), have_attr ? &attr : nullptr, entry.ino(), entry.type(),
              static_cast<off_t>(index + 3)))
-      break;
+      return Status::Ok();
     ++index;
   }
-  fuse_reply_buf(req, buf.data(), used);
 }
 
 void FuseAdapter::ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {

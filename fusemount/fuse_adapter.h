@@ -10,11 +10,24 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <mutex>
+#include <string>
+#include <vector>
+
 #include "fusemount/client/file_store.h"
 #include "fusemount/client/meta_client.h"
 #include "fusemount/client/options.h"
 
 namespace spool::client {
+
+// A directory listing in progress. FUSE offsets are indexes into `entries`
+// (after "." and ".."); the next batch resumes after the last name, so an
+// entry that exists throughout the listing is returned exactly once.
+struct DirListing {
+  std::mutex mu;  // guards everything below
+  std::vector<proto::DirEntry> entries;
+  bool complete = false;
+};
 
 class FuseAdapter {
  public:
@@ -61,6 +74,9 @@ class FuseAdapter {
   void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
                 const std::string& symlink_target);
   fuse_entry_param EntryParam(const proto::Attr& attr) const;
+  // Adds entries from `off` on to `buf`; REQUIRES: listing.mu held.
+  Status FillDirBuffer(fuse_req_t req, fuse_ino_t ino, off_t off, bool plus, DirListing& listing, std::string& buf,
+                       size_t& used);
   struct stat StatOf(const proto::Attr& attr) const;
   Status Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start, uint64_t end,
               bool wait, uint32_t pid);

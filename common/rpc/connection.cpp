@@ -44,14 +44,15 @@ void Connection::ArmHandshakeTimer() {
 void Connection::StartServer(FrameHandler on_frame, CloseHandler on_close) {
   on_frame_ = std::move(on_frame);
   on_close_ = std::move(on_close);
-  asio::co_spawn(strand_, [self = shared_from_this()]() { return self->RunServer(); }, asio::detached);
+  asio::co_spawn(strand_, [self = shared_from_this()]() { return self->RunServer(self); }, asio::detached);
 }
 
 void Connection::StartClient(ReadyHandler on_ready, FrameHandler on_frame, CloseHandler on_close) {
   on_frame_ = std::move(on_frame);
   on_close_ = std::move(on_close);
   asio::co_spawn(
-      strand_, [self = shared_from_this(), on_ready = std::move(on_ready)]() { return self->RunClient(on_ready); },
+      strand_,
+      [self = shared_from_this(), on_ready = std::move(on_ready)]() { return self->RunClient(self, on_ready); },
       asio::detached);
 }
 
@@ -70,7 +71,7 @@ asio::awaitable<Result<Frame>> Connection::ReadFrame() {
   co_return Frame::Decode(std::move(body));
 }
 
-asio::awaitable<void> Connection::RunServer() {
+asio::awaitable<void> Connection::RunServer([[maybe_unused]] std::shared_ptr<Connection> keep_alive) {
   ArmHandshakeTimer();
   proto::HelloChallenge challenge;
   challenge.set_cluster_id(key_.cluster_id);
@@ -104,7 +105,8 @@ asio::awaitable<void> Connection::RunServer() {
   co_await ReadLoop();
 }
 
-asio::awaitable<void> Connection::RunClient(ReadyHandler on_ready) {
+asio::awaitable<void> Connection::RunClient([[maybe_unused]] std::shared_ptr<Connection> keep_alive,
+                                            ReadyHandler on_ready) {
   ArmHandshakeTimer();
   auto fail = [&](const Status& s) {
     on_ready(s);

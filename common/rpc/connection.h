@@ -51,8 +51,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
 
   asio::awaitable<Result<Frame>> ReadFrame();
-  asio::awaitable<void> RunServer();
-  asio::awaitable<void> RunClient(ReadyHandler on_ready);
+  // The coroutines hold `keep_alive` so that the connection outlives them
+  // even when its owner drops it while closing.
+  asio::awaitable<void> RunServer(std::shared_ptr<Connection> keep_alive);
+  asio::awaitable<void> RunClient(std::shared_ptr<Connection> keep_alive, ReadyHandler on_ready);
   asio::awaitable<void> ReadLoop();
   void StartWrite();  // on strand
   void CloseOnStrand(const Status& why);
