@@ -17,6 +17,18 @@ std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementB
   };
   std::vector<Scored> scored(bricks.size());
   std::vector<const std::string*> used;
+  // Bounded loads: a brick takes at most ~1% (+1) more than its weighted share of
+  // the slots, so that the spread stays even with few PGs per brick (pure
+  // rendezvous hashing is only even on average). PGs are filled in a fixed
+  // order, so the result is still a pure function of the brick set.
+  double total_weight = 0;
+  for (const auto& b : bricks) total_weight += b.weight > 0 ? b.weight : 1.0;
+  const double slots = static_cast<double>(pg_count) * std::min<size_t>(replicas, bricks.size());
+  std::vector<uint32_t> load(bricks.size(), 0), cap(bricks.size());
+  for (size_t i = 0; i < bricks.size(); ++i) {
+    const double share = slots * (bricks[i].weight > 0 ? bricks[i].weight : 1.0) / total_weight;
+    cap[i] = static_cast<uint32_t>(std::ceil(share * 1.01)) + 1;
+  }
   for (uint32_t pg = 0; pg < pg_count; ++pg) {
     for (size_t i = 0; i < bricks.size(); ++i) {
       const uint64_t h = Mix64(Mix64(pg) ^ (uint64_t{bricks[i].id} * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull));
@@ -30,13 +42,19 @@ std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementB
       return bricks[a.index].id < bricks[b.index].id;
     });
     used.clear();
-    for (const auto& s : scored) {
-      if (pgs[pg].size() == replicas) break;
-      const auto& b = bricks[s.index];
-      if (std::any_of(used.begin(), used.end(), [&](const std::string* d) { return *d == b.failure_domain; }))
-        continue;
-      used.push_back(&b.failure_domain);
-      pgs[pg].push_back(b.id);
+    // First pass respects the caps; the second fills what the caps left
+    // empty (a cluster whose domains cannot be balanced).
+    for (bool capped : {true, false}) {
+      for (const auto& s : scored) {
+        if (pgs[pg].size() == replicas) break;
+        const auto& b = bricks[s.index];
+        if (capped && load[s.index] >= cap[s.index]) continue;
+        if (std::any_of(used.begin(), used.end(), [&](const std::string* d) { return *d == b.failure_domain; }))
+          continue;
+        used.push_back(&b.failure_domain);
+        pgs[pg].push_back(b.id);
+        ++load[s.index];
+      }
     }
   }
   return pgs;

@@ -6,6 +6,8 @@
 // order, skipping a brick whose failure domain is already in the PG, until R
 // are chosen (fewer if there are fewer than R domains). Adding or removing one
 // brick of N changes only the PG slots where it wins or won: about 1/N.
+// Each brick is capped at ~1% over its weighted share of slots (bounded
+// loads), which keeps the spread even when there are few PGs per brick.
 #pragma once
 
 #include <cstdint>
