@@ -189,6 +189,7 @@ int RunMount(const MountCommand& command) {
   }
   view = std::make_unique<ClusterView>(*meta);
   (void)view->Refresh();
+  view->StartAutoRefresh(std::chrono::milliseconds(1000));
   bricks = std::make_unique<BrickPool>(runtime->io(), *key, options.rpc_timeout);
   chunks = std::make_unique<ChunkClient>(options, *meta, *view, *bricks);
   files = std::make_unique<FileStore>(options, *meta, *chunks);
@@ -206,6 +207,7 @@ int RunMount(const MountCommand& command) {
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   adapter_ptr->~FuseAdapter();
+  view->Stop();
   files.reset();
   chunks.reset();
   meta->Stop();

@@ -50,6 +50,15 @@ void RpcClient::CallAsync(Method method, const google::protobuf::MessageLite& he
     done(Status::Error(ESHUTDOWN, "client closed"));
     return;
   }
+  if (!connection_ && !connecting_ && Clock::now() < next_attempt_ && !last_error_.ok()) {
+    // The last connect failed and the backoff has not passed: fail now rather
+    // than make the caller wait for the next attempt (it may have another
+    // replica to try, or its own retry policy).
+    Status error = last_error_;
+    lock.unlock();
+    done(error);
+    return;
+  }
   uint64_t id = next_request_id_++;
   Pending& p = pending_[id];
   p.done = std::move(done);

@@ -2,9 +2,10 @@
 // flight, replies matched by request id, a deadline on every request, and
 // reconnection with exponential backoff.
 //
-// A request made while disconnected starts a connection attempt (no sooner
-// than the backoff allows) and fails with that attempt's error (ECONNREFUSED,
-// EACCES for a refused handshake) if it fails. A request already sent when
+// A request made while disconnected starts a connection attempt and fails
+// with that attempt's error (ECONNREFUSED, EACCES for a refused handshake) if
+// it fails; during the backoff after a failed attempt, requests fail at once
+// with the last error. A request already sent when
 // the connection breaks fails with ECONNRESET: the caller decides whether it
 // is safe to retry.
 #pragma once

@@ -24,6 +24,30 @@ Status ClusterView::Refresh() {
   return Status::Ok();
 }
 
+ClusterView::~ClusterView() { Stop(); }
+
+void ClusterView::StartAutoRefresh(std::chrono::milliseconds interval) {
+  refresher_ = std::thread([this, interval] {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      stop_cv_.wait_for(lock, interval, [this] { return stopping_; });
+      if (stopping_) break;
+      lock.unlock();
+      (void)Refresh();
+      lock.lock();
+    }
+  });
+}
+
+void ClusterView::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+}
+
 std::shared_ptr<const proto::ClusterMap> ClusterView::map() {
   {
     std::lock_guard lock(mu_);
@@ -88,7 +112,22 @@ Result<uint64_t> ChunkClient::NextChunkId() {
   return next_id_++;
 }
 
+bool ChunkClient::Suspect(uint32_t brick_id) {
+  std::lock_guard lock(suspect_mu_);
+  auto it = suspect_until_.find(brick_id);
+  return it != suspect_until_.end() && it->second > std::chrono::steady_clock::now();
+}
+
+void ChunkClient::MarkSuspect(uint32_t brick_id) {
+  std::lock_guard lock(suspect_mu_);
+  suspect_until_[brick_id] = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+}
+
 namespace {
+
+bool IsTransportError(int code) {
+  return code == ECONNRESET || code == ECONNREFUSED || code == ETIMEDOUT || code == ENOTCONN || code == EPIPE;
+}
 
 const proto::BrickEntry* FindBrick(const proto::ClusterMap& map, uint32_t id) {
   for (const auto& b : map.bricks())
@@ -210,12 +249,15 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
     if (!map || map->pg_count() == 0) return Status::Error(EIO, "no cluster map from meta");
     uint32_t pg = PgOfChunk(chunk_id, map->pg_count());
     if (pg >= static_cast<uint32_t>(map->pgs_size())) return Status::Error(EIO, "cluster map has too few groups");
-    // Live copies first; a brick marked down is tried last, in case the map is stale.
-    std::vector<const proto::BrickEntry*> order;
-    for (uint32_t id : map->pgs(pg).bricks())
-      if (auto* b = FindBrick(*map, id); b && b->state() == proto::BRICK_UP) order.push_back(b);
-    for (uint32_t id : map->pgs(pg).bricks())
-      if (auto* b = FindBrick(*map, id); b && b->state() != proto::BRICK_UP) order.push_back(b);
+    // Live copies first; a brick marked down or that just failed is tried
+    // last, in case the map is stale.
+    std::vector<const proto::BrickEntry*> order, later;
+    for (uint32_t id : map->pgs(pg).bricks()) {
+      auto* b = FindBrick(*map, id);
+      if (!b) continue;
+      (b->state() == proto::BRICK_UP && !Suspect(id) ? order : later).push_back(b);
+    }
+    order.insert(order.end(), later.begin(), later.end());
     bool any_missing_only = true;
     for (const auto* brick : order) {
       proto::GetChunkRequest request;
@@ -238,6 +280,7 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
                                       std::to_string(brick->id()));
       } else {
         last = s;
+        if (IsTransportError(s.code())) MarkSuspect(brick->id());
       }
       if (s.code() != ENOENT) any_missing_only = false;
     }

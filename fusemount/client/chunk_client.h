@@ -7,7 +7,9 @@
 // copy on a mismatch or an error, reporting the bad copy.
 #pragma once
 
+#include <condition_variable>
 #include <list>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,17 +23,25 @@
 
 namespace spool::client {
 
-// The cluster map as this mount last saw it; refreshed from meta.
+// The cluster map as this mount last saw it; refreshed from meta on errors
+// and every `interval` by a background thread, so that a brick marked down
+// stops being tried first within about a second.
 class ClusterView {
  public:
   explicit ClusterView(MetaClient& meta) : meta_(meta) {}
+  ~ClusterView();
   Status Refresh();
   std::shared_ptr<const proto::ClusterMap> map();
+  void StartAutoRefresh(std::chrono::milliseconds interval);
+  void Stop();
 
  private:
   MetaClient& meta_;
-  std::mutex mu_;  // guards map_
+  std::mutex mu_;  // guards map_, stopping_
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
   std::shared_ptr<const proto::ClusterMap> map_;
+  std::thread refresher_;
 };
 
 // One RpcClient per brick address, created on first use.
@@ -92,6 +102,12 @@ class ChunkClient {
   ClusterView& view_;
   BrickPool& bricks_;
   ChunkCache cache_;
+  // Bricks that just failed a call are tried last for a while, even before
+  // meta marks them down.
+  bool Suspect(uint32_t brick_id);
+  void MarkSuspect(uint32_t brick_id);
+  std::mutex suspect_mu_;  // guards suspect_until_
+  std::unordered_map<uint32_t, std::chrono::steady_clock::time_point> suspect_until_;
   std::mutex id_mu_;  // guards next_id_, end_id_
   uint64_t next_id_ = 0;
   uint64_t end_id_ = 0;

@@ -86,12 +86,14 @@ void MetaClient::Heartbeat() {
 }
 
 Status MetaClient::Call(Method method, const google::protobuf::MessageLite& request,
-                        google::protobuf::MessageLite* reply, std::string* reply_payload) {
+                        google::protobuf::MessageLite* reply, std::string* reply_payload, bool* ambiguous) {
+  if (ambiguous) *ambiguous = false;
   auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
   auto backoff = std::chrono::milliseconds(20);
   for (int attempt = 0;; ++attempt) {
     auto s = rpc_->CallSync(method, request, reply, {}, reply_payload, options_.rpc_timeout);
     if (s.ok() || !IsTransportError(s.code())) return s;
+    if (ambiguous && (s.code() == ECONNRESET || s.code() == ETIMEDOUT)) *ambiguous = true;
     if (stopped_ || std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount meta unreachable method={} error=\"{}\"", static_cast<int>(method), s.ToString());
       return Status::Error(EIO, "metadata service unreachable: " + s.message());
@@ -136,7 +138,23 @@ Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
 Result<proto::Attr> MetaClient::Create(proto::CreateRequest request) {
   if ((request.mode() & S_IFMT) == S_IFREG) request.set_session_id(session_id_);
   proto::EntryReply reply;
-  auto s = Call(Method::kCreate, request, &reply);
+  bool ambiguous = false;
+  auto s = Call(Method::kCreate, request, &reply, nullptr, &ambiguous);
+  if (s.code() == EEXIST && ambiguous) {
+    // Our first attempt may have created it before meta went away: accept a
+    // fresh, empty node of the type and owner we asked for.
+    auto existing = Lookup(request.parent(), request.name());
+    bool is_symlink = (request.mode() & S_IFMT) == S_IFLNK;
+    uint64_t fresh_size = is_symlink ? request.symlink_target().size() : 0;
+    bool is_dir = (request.mode() & S_IFMT) == S_IFDIR;
+    if (existing.ok() && (existing->mode() & S_IFMT) == (request.mode() & S_IFMT) &&
+        existing->uid() == request.uid() && (is_dir || existing->size() == fresh_size)) {
+      SPOOL_LOG_WARN("mount create retried after meta outage; taking the node it made parent={} name={}",
+                     request.parent(), request.name());
+      if ((request.mode() & S_IFMT) == S_IFREG) (void)Open(existing->ino(), false);
+      return existing;
+    }
+  }
   if (!s.ok()) return s;
   return reply.attr();
 }
@@ -147,7 +165,10 @@ Status MetaClient::Unlink(uint64_t parent, const std::string& name, bool directo
   request.set_name(name);
   request.set_directory(directory);
   proto::Empty reply;
-  return Call(Method::kUnlink, request, &reply);
+  bool ambiguous = false;
+  auto s = Call(Method::kUnlink, request, &reply, nullptr, &ambiguous);
+  if (s.code() == ENOENT && ambiguous) return Status::Ok();  // our first attempt removed it
+  return s;
 }
 
 Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
@@ -159,7 +180,15 @@ Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint
   request.set_new_name(new_name);
   request.set_flags(flags);
   proto::Empty reply;
-  return Call(Method::kRename, request, &reply);
+  bool ambiguous = false;
+  auto s = Call(Method::kRename, request, &reply, nullptr, &ambiguous);
+  if (s.code() == ENOENT && ambiguous && flags == 0) {
+    // Done by our first attempt if the source is gone and the target exists.
+    auto source = Lookup(old_parent, old_name);
+    auto target = Lookup(new_parent, new_name);
+    if (!source.ok() && source.status().code() == ENOENT && target.ok()) return Status::Ok();
+  }
+  return s;
 }
 
 Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const std::string& new_name) {
@@ -168,7 +197,12 @@ Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const st
   request.set_new_parent(new_parent);
   request.set_new_name(new_name);
   proto::EntryReply reply;
-  auto s = Call(Method::kLink, request, &reply);
+  bool ambiguous = false;
+  auto s = Call(Method::kLink, request, &reply, nullptr, &ambiguous);
+  if (s.code() == EEXIST && ambiguous) {
+    auto target = Lookup(new_parent, new_name);
+    if (target.ok() && target->ino() == ino) return target;  // our first attempt linked it
+  }
   if (!s.ok()) return s;
   return reply.attr();
 }

@@ -26,8 +26,11 @@ class MetaClient {
   uint64_t session_id() const { return session_id_.load(); }
 
   // One request/reply exchange with retries (see class comment).
+  // `ambiguous` is set when an attempt was sent but its answer was lost (meta
+  // died or the connection broke): a mutation may then have been applied
+  // already, and a retry's EEXIST/ENOENT may be our own doing.
   Status Call(rpc::Method method, const google::protobuf::MessageLite& request,
-              google::protobuf::MessageLite* reply, std::string* reply_payload = nullptr);
+              google::protobuf::MessageLite* reply, std::string* reply_payload = nullptr, bool* ambiguous = nullptr);
   // Fire and forget (release notices): no retries, no waiting.
   void Post(rpc::Method method, const google::protobuf::MessageLite& request);
 
