@@ -40,6 +40,7 @@ def free_port():
 class Cluster:
     def __init__(self, bricks=3, replicas=3):
         self.dir = tempfile.mkdtemp(prefix="spoolmail.")
+        os.chmod(self.dir, 0o755)  # mail users traverse it to reach the mount
         self.bricks = bricks
         self.replicas = replicas
         self.base_port = free_port_range(bricks + 1)
