@@ -63,7 +63,7 @@ Status DeleteChunk(rpc::RpcClient& client, uint32_t pg, uint64_t id) {
 }
 
 class BrickdTest : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     key_path_ = spool::testing::MakeClusterKey(dir_);
     auto key = ClusterKey::Load(key_path_);
@@ -234,14 +234,24 @@ TEST_F(BrickdTest, InvalidRequestsGetErrorReplies) {
   EXPECT_EQ(*GetChunk(*client, 1, 1), "0123456789");
 }
 
-TEST_F(BrickdTest, SigkillLosesNothingAcknowledged) {
-  StartBrick();
+// Kills (or stops) the brick during a stream of puts from 8 clients, restarts
+// it, and checks every acknowledged chunk.
+void StopDuringPutsAndVerify(BrickdTest& test, int signal_number);
+
+TEST_F(BrickdTest, SigkillLosesNothingAcknowledged) { StopDuringPutsAndVerify(*this, SIGKILL); }
+
+TEST_F(BrickdTest, SigtermDuringPutsExitsCleanlyAndLosesNothingAcknowledged) {
+  StopDuringPutsAndVerify(*this, SIGTERM);
+}
+
+void StopDuringPutsAndVerify(BrickdTest& test, int signal_number) {
+  test.StartBrick();
   std::mutex mu;                            // guards acknowledged
   std::map<uint64_t, size_t> acknowledged;  // id -> size
   std::atomic<bool> stop{false};
   std::vector<std::thread> writers;
   for (int w = 0; w < 8; ++w) {
-    auto client = Client();
+    auto client = test.Client();
     writers.emplace_back([&, client, w] {
       for (uint64_t i = 0; !stop; ++i) {
         uint64_t id = static_cast<uint64_t>(w) << 40 | i;
@@ -254,14 +264,17 @@ TEST_F(BrickdTest, SigkillLosesNothingAcknowledged) {
     });
   }
   std::this_thread::sleep_for(1500ms);
-  brick_.Kill(SIGKILL);
-  brick_.Wait();
+  test.brick_.Kill(signal_number);
+  int status = test.brick_.Wait();
+  if (signal_number == SIGTERM) {
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
   stop = true;
   for (auto& t : writers) t.join();
   ASSERT_GT(acknowledged.size(), 50u);
 
-  StartBrick();
-  auto client = Client();
+  test.StartBrick();
+  auto client = test.Client();
   size_t bad = 0;
   for (auto& [id, size] : acknowledged) {
     auto got = GetChunk(*client, static_cast<uint32_t>(id % 32), id);
