@@ -20,6 +20,7 @@ namespace {
 void Usage() {
   std::fprintf(stderr,
                "usage: spoolfs --meta HOST:PORT --cluster-key FILE [options] MOUNTPOINT\n"
+               "       spoolfs HOST:PORT MOUNTPOINT -o cluster_key=FILE[,options]   (as mount.fuse3 runs it)\n"
                "  --meta HOST:PORT       metadata service (or -o meta=HOST:PORT)\n"
                "  --cluster-key FILE     cluster key file (or -o cluster_key=FILE)\n"
                "  -f                     stay in the foreground\n"
@@ -58,6 +59,9 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   c->options.host_name = host;
+  // "spoolfs MOUNTPOINT", or as mount.fuse3 runs us for an fstab line of
+  // type fuse.spoolfs: "spoolfs META_HOST:PORT MOUNTPOINT -o options".
+  std::vector<std::string> positional;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -93,11 +97,21 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
       } else if (a == "-h" || a == "--help") {
         Usage();
         return false;
-      } else if (!a.empty() && a[0] != '-' && c->mountpoint.empty()) {
-        c->mountpoint = a;
+      } else if (!a.empty() && a[0] != '-') {
+        positional.push_back(a);
       } else {
         throw std::invalid_argument("unknown argument " + a);
       }
+    }
+    if (positional.size() == 1) {
+      c->mountpoint = positional[0];
+    } else if (positional.size() == 2) {
+      std::string source = positional[0];
+      if (source.rfind("spoolfs#", 0) == 0) source = source.substr(8);
+      c->options.meta_address = source;
+      c->mountpoint = positional[1];
+    } else if (positional.size() > 2) {
+      throw std::invalid_argument("too many arguments");
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "spoolfs: %s\n", e.what());
