@@ -6,6 +6,8 @@
 #include <cstring>
 #include <sstream>
 
+#include <spdlog/sinks/basic_file_sink.h>
+
 #include "common/log.h"
 #include "common/rpc/runtime.h"
 #include "fusemount/client/chunk_client.h"
@@ -31,6 +33,7 @@ void Usage() {
                "  --attr-timeout S       kernel attribute cache lifetime in seconds (default 1)\n"
                "  --entry-timeout S      kernel entry cache lifetime in seconds (default 1)\n"
                "  --log-level L          trace|debug|info|warn|error (default info)\n"
+               "  --log-file FILE        log here (also -o log_file=FILE); a detached mount has no stderr\n"
                "  -o OPT[,OPT...]        mount options: allow_other, default_permissions (always on),\n"
                "                         _netdev and other fstab-only options are ignored\n");
 }
@@ -42,6 +45,8 @@ bool TakeOwnOption(const std::string& opt, MountCommand* c) {
     c->options.meta_address = value("meta=");
   } else if (opt.rfind("cluster_key=", 0) == 0) {
     c->options.cluster_key_path = value("cluster_key=");
+  } else if (opt.rfind("log_file=", 0) == 0) {
+    c->log_file = value("log_file=");
   } else if (opt.rfind("write_quorum=", 0) == 0) {
     c->options.write_quorum = static_cast<uint32_t>(std::stoul(value("write_quorum=")));
   } else if (opt == "_netdev" || opt == "auto" || opt == "noauto" || opt == "nofail" || opt == "defaults" ||
@@ -89,6 +94,8 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
         c->options.entry_timeout_s = std::stod(next());
       } else if (a == "--log-level") {
         c->log_level = next();
+      } else if (a == "--log-file") {
+        c->log_file = next();
       } else if (a == "-o") {
         std::stringstream opts(next());
         std::string opt;
@@ -189,6 +196,14 @@ int RunMount(const MountCommand& command) {
     return 1;
   }
   fuse_daemonize(command.foreground ? 1 : 0);
+  if (!command.log_file.empty()) {
+    try {
+      spdlog::set_default_logger(spdlog::basic_logger_mt("spoolfs", command.log_file));
+      InitLogging(command.log_level);
+    } catch (const std::exception& e) {
+      SPOOL_LOG_ERROR("mount cannot open log file path={} error=\"{}\"", command.log_file, e.what());
+    }
+  }
 
   runtime_owner = std::make_unique<rpc::IoRuntime>(4);
   runtime = runtime_owner.get();
@@ -227,7 +242,7 @@ int RunMount(const MountCommand& command) {
   meta->Stop();
   bricks->CloseAll();
   runtime->Stop();
-  SPOOL_LOG_INFO("mount unmounted mountpoint={}", command.mountpoint);
+  SPOOL_LOG_INFO("mount unmounted mountpoint={} meta_calls_by_method=\"{}\"", command.mountpoint, meta->CallCounts());
   return rc == 0 ? 0 : 1;
 }
 

@@ -17,6 +17,7 @@ struct MountCommand {
   int threads = 16;
   std::vector<std::string> fuse_options;  // passed to the kernel as -o
   std::string log_level = "info";
+  std::string log_file;  // where a daemonized mount logs (else stderr, lost once detached)
 };
 
 // Parses `spoolfs` arguments; returns false and prints usage on error.

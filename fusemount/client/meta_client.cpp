@@ -88,6 +88,7 @@ void MetaClient::Heartbeat() {
 Status MetaClient::Call(Method method, const google::protobuf::MessageLite& request,
                         google::protobuf::MessageLite* reply, std::string* reply_payload, bool* ambiguous) {
   if (ambiguous) *ambiguous = false;
+  calls_[static_cast<size_t>(method) % kMethodSlots]++;
   auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
   auto backoff = std::chrono::milliseconds(20);
   for (int attempt = 0;; ++attempt) {
@@ -105,7 +106,17 @@ Status MetaClient::Call(Method method, const google::protobuf::MessageLite& requ
   }
 }
 
+std::string MetaClient::CallCounts() const {
+  std::string out;
+  for (size_t m = 0; m < kMethodSlots; ++m) {
+    uint64_t n = calls_[m].load();
+    if (n) out += (out.empty() ? "" : " ") + std::string("m") + std::to_string(m) + "=" + std::to_string(n);
+  }
+  return out;
+}
+
 void MetaClient::Post(Method method, const google::protobuf::MessageLite& request) {
+  calls_[static_cast<size_t>(method) % kMethodSlots]++;
   (void)rpc_->Call(method, request);
 }
 

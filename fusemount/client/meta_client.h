@@ -4,6 +4,7 @@
 // returned as they are. Keeps the mount's session alive by heartbeat.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -53,6 +54,10 @@ class MetaClient {
   Result<proto::ClusterMap> GetMap(uint64_t known_epoch);
   Status ReportBadChunk(uint64_t chunk_id, uint32_t pg, uint32_t brick_id);
 
+  // Requests sent to meta since start, by method number: how many round
+  // trips each kind of operation costs (logged at unmount).
+  std::string CallCounts() const;
+
  private:
   void Heartbeat();  // on an io thread; never blocks
   void ReopenSessionAsync();
@@ -65,6 +70,8 @@ class MetaClient {
   asio::steady_timer heartbeat_timer_;
   std::atomic<bool> stopped_{false};
   uint32_t lease_ms_ = 30000;
+  static constexpr size_t kMethodSlots = 512;
+  std::array<std::atomic<uint64_t>, kMethodSlots> calls_{};
 };
 
 }  // namespace spool::client
