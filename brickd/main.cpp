@@ -6,6 +6,7 @@
 
 #include "brickd/daemon.h"
 #include "common/log.h"
+#include "common/signals.h"
 
 int main(int argc, char** argv) {
   spool::brick::BrickOptions options;
@@ -26,14 +27,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spool::InitLogging(options.log_level);
 
-  // Signals are taken synchronously by this thread: block them before any
-  // other thread starts so that every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = spool::BlockTerminationSignals();
 
   auto daemon = spool::brick::BrickDaemon::Start(options);
   if (!daemon.ok()) {
@@ -41,8 +35,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "spool-brickd: %s\n", daemon.status().message().c_str());
     return 1;
   }
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  int signal_number = spool::WaitForTerminationSignal(signals);
   SPOOL_LOG_INFO("brickd stopping signal={}", signal_number);
   daemon.value()->Stop();
   return 0;

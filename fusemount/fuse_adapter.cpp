@@ -163,25 +163,12 @@ void FuseAdapter::MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, 
   request.set_rdev(rdev);
   request.set_exclusive(true);
   request.set_symlink_target(symlink_target);
-  ReplyEntry(req, meta_.Create(request));
+  // Nodes made here are not opened: a regular file from mknod(2) must not
+  // register an open with meta.
+  ReplyEntry(req, meta_.Create(request, /*open_for_session=*/false));
 }
 
 void FuseAdapter::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  if ((mode & S_IFMT) == S_IFREG) {
-    // A regular file made by mknod is not opened by anyone.
-    const fuse_ctx* ctx = fuse_req_ctx(req);
-    proto::CreateRequest request;
-    request.set_parent(parent);
-    request.set_name(name);
-    request.set_mode(mode);
-    request.set_uid(ctx->uid);
-    request.set_gid(ctx->gid);
-    request.set_exclusive(true);
-    proto::EntryReply reply;
-    auto s = meta_.Call(rpc::Method::kCreate, request, &reply);
-    if (!s.ok()) return ReplyStatus(req, s);
-    return ReplyEntry(req, reply.attr());
-  }
   MakeNode(req, parent, name, mode, rdev, "");
 }
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "common/log.h"
+#include "common/signals.h"
 #include "meta/meta_service.h"
 
 int main(int argc, char** argv) {
@@ -30,22 +31,14 @@ int main(int argc, char** argv) {
   o.session_timeout = std::chrono::milliseconds(session_ms);
   spool::InitLogging(o.log_level);
 
-  // Signals are taken synchronously by this thread; every other thread
-  // inherits the blocked mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = spool::BlockTerminationSignals();
 
   auto service = spool::meta::MetaService::Start(o);
   if (!service.ok()) {
     std::fprintf(stderr, "spool-meta: %s\n", service.status().ToString().c_str());
     return 1;
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
+  int sig = spool::WaitForTerminationSignal(signals);
   SPOOL_LOG_INFO("meta signal={} stopping", sig);
   (*service)->Stop();
   return 0;

@@ -146,8 +146,9 @@ Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
   return reply.attr();
 }
 
-Result<proto::Attr> MetaClient::Create(proto::CreateRequest request) {
-  if ((request.mode() & S_IFMT) == S_IFREG) request.set_session_id(session_id_);
+Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_for_session) {
+  bool opens = open_for_session && (request.mode() & S_IFMT) == S_IFREG;
+  if (opens) request.set_session_id(session_id_);
   proto::EntryReply reply;
   bool ambiguous = false;
   auto s = Call(Method::kCreate, request, &reply, nullptr, &ambiguous);
@@ -162,7 +163,7 @@ Result<proto::Attr> MetaClient::Create(proto::CreateRequest request) {
         existing->uid() == request.uid() && (is_dir || existing->size() == fresh_size)) {
       SPOOL_LOG_WARN("mount create retried after meta outage; taking the node it made parent={} name={}",
                      request.parent(), request.name());
-      if ((request.mode() & S_IFMT) == S_IFREG) (void)Open(existing->ino(), false);
+      if (opens) (void)Open(existing->ino(), false);
       return existing;
     }
   }

@@ -38,7 +38,9 @@ class MetaClient {
   Result<proto::Attr> Lookup(uint64_t parent, const std::string& name);
   Result<proto::Attr> GetAttr(uint64_t ino);
   Result<proto::Attr> SetAttr(const proto::SetAttrRequest& request);
-  Result<proto::Attr> Create(proto::CreateRequest request);
+  // With open_for_session, a regular file is created open by this mount's
+  // session (create(2)); mknod/mkdir/symlink pass false.
+  Result<proto::Attr> Create(proto::CreateRequest request, bool open_for_session = true);
   Status Unlink(uint64_t parent, const std::string& name, bool directory);
   Status Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent, const std::string& new_name,
                 uint32_t flags);
