@@ -258,7 +258,6 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
       (b->state() == proto::BRICK_UP && !Suspect(id) ? order : later).push_back(b);
     }
     order.insert(order.end(), later.begin(), later.end());
-    bool any_missing_only = true;
     for (const auto* brick : order) {
       proto::GetChunkRequest request;
       request.set_pg(pg);
@@ -282,9 +281,7 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
         last = s;
         if (IsTransportError(s.code())) MarkSuspect(brick->id());
       }
-      if (s.code() != ENOENT) any_missing_only = false;
     }
-    (void)any_missing_only;
     if (std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount read failed chunk={} pg={} error=\"{}\"", chunk_id, pg, last.ToString());
       return Status::Error(EIO, last.message());

@@ -42,8 +42,7 @@ Result<proto::Attr> FileStore::Open(uint64_t ino) {
   // have not flushed yet (another descriptor of ours is still writing).
   inode->extents.assign(reply->extents().begin(), reply->extents().end());
   inode->extents_valid = true;
-  uint64_t dirty_end = inode->dirty.empty() ? 0 : inode->dirty.rbegin()->first + inode->dirty.rbegin()->second.size();
-  inode->size = std::max<uint64_t>(reply->attr().size(), inode->dirty.empty() ? 0 : std::max(inode->size, dirty_end));
+  inode->size = inode->dirty.empty() ? reply->attr().size() : std::max<uint64_t>(reply->attr().size(), inode->size);
   proto::Attr attr = reply->attr();
   attr.set_size(inode->size);
   return attr;
