@@ -222,6 +222,7 @@ int RunMount(const MountCommand& command) {
   bricks = std::make_unique<BrickPool>(runtime->io(), *key, options.rpc_timeout);
   chunks = std::make_unique<ChunkClient>(options, *meta, *view, *bricks);
   files = std::make_unique<FileStore>(options, *meta, *chunks);
+  meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
   auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files);
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
                  meta->session_id());
@@ -236,6 +237,7 @@ int RunMount(const MountCommand& command) {
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   adapter_ptr->~FuseAdapter();
+  meta->SetOpenFilesProvider(nullptr);
   view->Stop();
   files.reset();
   chunks.reset();

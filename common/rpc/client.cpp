@@ -166,6 +166,7 @@ void RpcClient::OnConnected(const std::shared_ptr<Connection>& c, const Status& 
   }
   backoff_ = std::chrono::milliseconds(0);
   connection_ = c;
+  ++generation_;
   SendUnsentLocked();
 }
 

@@ -13,6 +13,7 @@
 #include <google/protobuf/message_lite.h>
 
 #include <asio.hpp>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -63,6 +64,9 @@ class RpcClient : public std::enable_shared_from_this<RpcClient> {
 
   void Close();
   bool connected() const;
+  // Counts connections that passed the handshake: a change means the peer
+  // may have restarted and forgotten per-connection state.
+  uint64_t connection_generation() const { return generation_.load(); }
   const std::string& address() const { return address_; }
 
  private:
@@ -92,6 +96,7 @@ class RpcClient : public std::enable_shared_from_this<RpcClient> {
   asio::steady_timer sweep_timer_;
   asio::steady_timer reconnect_timer_;
 
+  std::atomic<uint64_t> generation_{0};
   mutable std::mutex mu_;  // guards everything below
   std::map<uint64_t, Pending> pending_;
   uint64_t next_request_id_ = 1;

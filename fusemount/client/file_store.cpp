@@ -244,6 +244,20 @@ Result<proto::Attr> FileStore::SetAttr(const proto::SetAttrRequest& request) {
   return attr;
 }
 
+std::vector<uint64_t> FileStore::OpenDescriptors() {
+  std::vector<std::pair<uint64_t, std::shared_ptr<Inode>>> inodes;
+  {
+    std::lock_guard lock(mu_);
+    inodes.assign(inodes_.begin(), inodes_.end());
+  }
+  std::vector<uint64_t> out;
+  for (auto& [ino, inode] : inodes) {
+    std::lock_guard lock(inode->mu);
+    for (int i = 0; i < inode->opens; ++i) out.push_back(ino);
+  }
+  return out;
+}
+
 void FileStore::Overlay(proto::Attr& attr) {
   auto inode = Find(attr.ino());
   if (!inode) return;

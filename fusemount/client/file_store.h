@@ -40,6 +40,8 @@ class FileStore {
   Result<proto::Attr> SetAttr(const proto::SetAttrRequest& request);
   // Corrects attributes from meta with what only this mount knows yet.
   void Overlay(proto::Attr& attr);
+  // One inode number per open descriptor (for MetaClient's re-registration).
+  std::vector<uint64_t> OpenDescriptors();
 
  private:
   struct Inode {

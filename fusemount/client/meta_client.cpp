@@ -51,7 +51,11 @@ void MetaClient::ReopenSessionAsync() {
   request.set_host(options_.host_name);
   rpc_->CallAsync(Method::kOpenSession, request, {}, options_.rpc_timeout, [this](Result<rpc::Frame> result) {
     proto::OpenSessionReply reply;
-    if (result.ok() && result->ParseHeader(reply)) session_id_ = reply.session_id();
+    if (result.ok() && result->ParseHeader(reply)) {
+      session_id_ = reply.session_id();
+      registered_generation_ = rpc_->connection_generation();
+      ReRegisterOpenFiles();
+    }
     if (!stopped_) Heartbeat();
   });
 }
@@ -63,6 +67,7 @@ Status MetaClient::OpenSession() {
   auto s = Call(Method::kOpenSession, request, &reply);
   if (!s.ok()) return s;
   session_id_ = reply.session_id();
+  registered_generation_ = rpc_->connection_generation();
   if (reply.lease_ms() > 0) lease_ms_ = reply.lease_ms();
   return Status::Ok();
 }
@@ -80,6 +85,7 @@ void MetaClient::Heartbeat() {
         ReopenSessionAsync();
         return;
       }
+      if (result.ok()) ReRegisterIfReconnected();
       Heartbeat();
     });
   });
@@ -93,7 +99,10 @@ Status MetaClient::Call(Method method, const google::protobuf::MessageLite& requ
   auto backoff = std::chrono::milliseconds(20);
   for (int attempt = 0;; ++attempt) {
     auto s = rpc_->CallSync(method, request, reply, {}, reply_payload, options_.rpc_timeout);
-    if (s.ok() || !IsTransportError(s.code())) return s;
+    if (!IsTransportError(s.code())) {
+      if (method != Method::kOpenSession) ReRegisterIfReconnected();
+      return s;
+    }
     if (ambiguous && (s.code() == ECONNRESET || s.code() == ETIMEDOUT)) *ambiguous = true;
     if (stopped_ || std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount meta unreachable method={} error=\"{}\"", static_cast<int>(method), s.ToString());
@@ -103,6 +112,38 @@ Status MetaClient::Call(Method method, const google::protobuf::MessageLite& requ
       SPOOL_LOG_WARN("mount waiting for meta method={} error=\"{}\"", static_cast<int>(method), s.ToString());
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+void MetaClient::SetOpenFilesProvider(std::function<std::vector<uint64_t>()> provider) {
+  std::lock_guard lock(provider_mu_);
+  open_files_provider_ = std::move(provider);
+}
+
+void MetaClient::ReRegisterIfReconnected() {
+  uint64_t now = rpc_->connection_generation();
+  uint64_t seen = registered_generation_.load();
+  if (now != seen && registered_generation_.compare_exchange_strong(seen, now) && seen != 0) ReRegisterOpenFiles();
+}
+
+void MetaClient::ReRegisterOpenFiles() {
+  std::vector<uint64_t> inodes;
+  {
+    std::lock_guard lock(provider_mu_);
+    if (open_files_provider_) inodes = open_files_provider_();
+  }
+  if (inodes.empty()) return;
+  SPOOL_LOG_INFO("mount registering open files again after losing meta session={} descriptors={}",
+                 session_id_.load(), inodes.size());
+  for (uint64_t ino : inodes) {
+    proto::OpenRequest request;
+    request.set_ino(ino);
+    request.set_session_id(session_id_);
+    rpc_->CallAsync(Method::kOpen, request, {}, options_.rpc_timeout, [ino](Result<rpc::Frame> result) {
+      if (!result.ok())
+        SPOOL_LOG_WARN("mount could not register open file again ino={} error=\"{}\"", ino,
+                       result.status().ToString());
+    });
   }
 }
 

@@ -6,6 +6,9 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
+#include <mutex>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -56,6 +59,12 @@ class MetaClient {
   Result<proto::ClusterMap> GetMap(uint64_t known_epoch);
   Status ReportBadChunk(uint64_t chunk_id, uint32_t pg, uint32_t brick_id);
 
+  // Meta keeps who has which file open in memory only. After it restarts (or
+  // our session is replaced), the mount registers every open descriptor
+  // again, so that files unlinked while open are not reclaimed under it.
+  // `provider` lists one inode per open descriptor; it must not block long.
+  void SetOpenFilesProvider(std::function<std::vector<uint64_t>()> provider);
+
   // Requests sent to meta since start, by method number: how many round
   // trips each kind of operation costs (logged at unmount).
   std::string CallCounts() const;
@@ -63,6 +72,7 @@ class MetaClient {
  private:
   void Heartbeat();  // on an io thread; never blocks
   void ReopenSessionAsync();
+  void ReRegisterOpenFiles();  // never blocks
   Status OpenSession();
 
   asio::io_context& io_;
@@ -71,6 +81,12 @@ class MetaClient {
   std::atomic<uint64_t> session_id_{0};
   asio::steady_timer heartbeat_timer_;
   std::atomic<bool> stopped_{false};
+  // The connection generation open files were last registered under; a new
+  // connection (meta may have restarted) re-registers them.
+  std::atomic<uint64_t> registered_generation_{0};
+  void ReRegisterIfReconnected();
+  std::mutex provider_mu_;  // guards open_files_provider_
+  std::function<std::vector<uint64_t>()> open_files_provider_;
   uint32_t lease_ms_ = 30000;
   static constexpr size_t kMethodSlots = 512;
   std::array<std::atomic<uint64_t>, kMethodSlots> calls_{};

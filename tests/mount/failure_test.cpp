@@ -184,3 +184,29 @@ TEST(Failure, FewerLiveCopiesThanQuorumFailsWithEio) {
   EXPECT_EQ(ReadAll(mount + "/again"), "quorum is back");
   cluster.Unmount(mount);
 }
+
+TEST(Failure, UnlinkedOpenFileSurvivesMetaRestart) {
+  ClusterConfig config;
+  config.meta_args = {"--session-timeout-ms", "2000"};
+  LocalCluster cluster(config);
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount();
+  ASSERT_FALSE(mount.empty());
+  auto data = RandomBytes(200000, 9);
+  WriteAll(mount + "/open-and-unlinked", data);
+  int fd = ::open((mount + "/open-and-unlinked").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::unlink((mount + "/open-and-unlinked").c_str()), 0);
+  // Meta forgets who has what open when it restarts; it reclaims orphans
+  // nobody claims within a session timeout. The mount must claim its own.
+  cluster.KillMeta();
+  ASSERT_TRUE(cluster.StartMeta());
+  ASSERT_TRUE(cluster.WaitBricksUp(3));
+  WriteAll(mount + "/after-restart", "x");  // the mount has reconnected
+  std::this_thread::sleep_for(std::chrono::seconds(6));  // > the orphan sweep after start
+  std::string back(data.size(), '\0');
+  EXPECT_EQ(::pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(data.size())) << std::strerror(errno);
+  EXPECT_TRUE(back == data) << "an unlinked file still open on a mount was reclaimed";
+  ::close(fd);
+  cluster.Unmount(mount);
+}
