@@ -15,11 +15,10 @@ import smtplib
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from spoolcluster import Cluster, free_port  # noqa: E402
+from spoolcluster import Cluster, free_port, wait_until_serving  # noqa: E402
 
 MAIL_UID = 8  # Debian's "mail" user owns the mailboxes
 USERS = ["alice", "bob", "carol"]
@@ -98,15 +97,7 @@ protocol lmtp {{
            imap=self.imap_port, lmtp=self.lmtp_port))
         self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while True:
-            try:
-                imaplib.IMAP4("127.0.0.1", self.imap_port).logout()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("dovecot did not start:\n" + self.log_text())
-                time.sleep(0.1)
+        wait_until_serving(lambda: imaplib.IMAP4("127.0.0.1", self.imap_port).logout(), "dovecot", self.log_text)
 
     def log_text(self):
         try:

@@ -15,7 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from spoolcluster import Cluster, free_port  # noqa: E402
+from spoolcluster import Cluster, free_port, wait_until_serving  # noqa: E402
 
 MAIL_UID = 8
 USERS = ["dave", "erin", "frank", "grace"]
@@ -80,15 +80,7 @@ smtputf8_enable = no
             f.write(MASTER_CF.format(port="127.0.0.1:%d" % self.port))
         self.postfix("set-permissions")
         self.postfix("start")
-        deadline = time.time() + 20
-        while True:
-            try:
-                smtplib.SMTP("127.0.0.1", self.port).quit()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("postfix did not start:\n" + self.log_text())
-                time.sleep(0.1)
+        wait_until_serving(lambda: smtplib.SMTP("127.0.0.1", self.port).quit(), "postfix", self.log_text)
 
     def postfix(self, command):
         subprocess.run(["postfix", "-c", self.dir, command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPOOL = os.path.join(ROOT, "tools", "spool")
@@ -27,6 +28,19 @@ def free_port_range(count):
         if ok:
             return base
     raise RuntimeError("no free port range")
+
+
+def wait_until_serving(connect, what, log_text, seconds=20):
+    """Calls `connect` until it stops raising OSError; fails with the server's log."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            connect()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise RuntimeError("%s did not start:\n%s" % (what, log_text()))
+            time.sleep(0.1)
 
 
 def free_port():
