@@ -73,9 +73,11 @@ void BrickService::GetChunk(const Frame& frame, const Responder& responder) {
   ChunkInfo info;
   auto bytes = store_->Get(request.pg(), request.chunk_id(), request.offset(), request.length(), &info);
   if (!bytes.ok()) {
-    if (bytes.status().code() == EBADMSG)
-      SPOOL_LOG_WARN("brickd corrupt_chunk pg={} chunk={} error=\"{}\"", request.pg(), request.chunk_id(),
-                     bytes.status().message());
+    if (bytes.status().code() == EBADMSG) {
+      SPOOL_LOG_WARN("brickd corrupt_chunk pg={} chunk={} error=\"{}\" action=rewrite-from-peer", request.pg(),
+                     request.chunk_id(), bytes.status().message());
+      if (on_corrupt_) on_corrupt_(request.pg(), request.chunk_id());
+    }
     return responder.Fail(bytes.status());
   }
   proto::GetChunkReply reply;
@@ -131,7 +133,11 @@ void BrickService::ReadChunks(const Frame& frame, const Responder& responder) {
   proto::ReadChunksReply reply;
   for (auto& c : result->chunks) ToProto(c, reply.add_chunks());
   for (auto id : result->missing) reply.add_missing(id);
-  for (auto id : result->corrupt) reply.add_corrupt(id);
+  for (auto id : result->corrupt) {
+    reply.add_corrupt(id);
+    SPOOL_LOG_WARN("brickd corrupt_chunk pg={} chunk={} action=rewrite-from-peer", request.pg(), id);
+    if (on_corrupt_) on_corrupt_(request.pg(), id);
+  }
   for (auto id : result->deferred) reply.add_deferred(id);
   responder.Reply(reply, std::move(result->payload));
 }

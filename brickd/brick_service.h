@@ -4,6 +4,7 @@
 // error reply, never a crash.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "brickd/chunk_store.h"
@@ -25,6 +26,12 @@ class BrickService {
   // Registers the handlers. REQUIRES: before server.Listen.
   void Register(rpc::RpcServer& server);
 
+  // Called for every chunk a read found corrupt here (so it gets rewritten
+  // from a good copy). REQUIRES: before server.Listen.
+  void SetCorruptionObserver(std::function<void(uint32_t pg, uint64_t chunk_id)> observer) {
+    on_corrupt_ = std::move(observer);
+  }
+
  private:
   void PutChunk(const rpc::Frame& frame, const rpc::Responder& responder);
   void GetChunk(const rpc::Frame& frame, const rpc::Responder& responder);
@@ -38,6 +45,7 @@ class BrickService {
   ChunkStore* store_;
   BrickIdentity identity_;
   std::string data_dir_;
+  std::function<void(uint32_t pg, uint64_t chunk_id)> on_corrupt_;
 };
 
 }  // namespace spool::brick

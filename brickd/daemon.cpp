@@ -30,6 +30,11 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
   d->server_ = std::make_unique<rpc::RpcServer>(d->runtime_->io(), *key, "brickd");
   d->service_ = std::make_unique<BrickService>(d->store_.get(), d->identity_, options.data_dir);
   d->service_->Register(*d->server_);
+  RepairOptions repair = options.repair;
+  if (repair.state_dir.empty()) repair.state_dir = options.data_dir;
+  d->repairer_ = std::make_unique<Repairer>(*d->store_, d->runtime_->io(), *key, repair);
+  d->service_->SetCorruptionObserver(
+      [r = d->repairer_.get()](uint32_t pg, uint64_t chunk_id) { r->ReportCorrupt(pg, chunk_id); });
   if (auto s = d->server_->Listen(options.listen); !s.ok()) return s;
 
   if (!options.meta_address.empty()) {
@@ -44,7 +49,16 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
       link.failure_domain = host;
     }
     link.data_dir = options.data_dir;
-    d->meta_link_ = std::make_unique<MetaLink>(d->runtime_->io(), *key, link);
+    Repairer* r = d->repairer_.get();
+    MetaLinkHooks hooks;
+    hooks.fill_heartbeat = [r](proto::HeartbeatRequest* req) { r->FillHeartbeat(req); };
+    hooks.on_heartbeat_reply = [r](const proto::HeartbeatReply& reply) {
+      r->AddTasks(reply.repairs());
+      r->RequestScrub(reply.scrub_generation());
+    };
+    hooks.on_map = [r](std::shared_ptr<const proto::ClusterMap> map, uint32_t id) { r->SetMap(std::move(map), id); };
+    d->meta_link_ = std::make_unique<MetaLink>(d->runtime_->io(), *key, link, std::move(hooks));
+    d->repairer_->Start();
     d->meta_link_->Start();
   }
   SPOOL_LOG_INFO("brickd started uuid={} cluster={} listen={} port={} data={}", d->identity_.uuid,
@@ -59,6 +73,7 @@ void BrickDaemon::Stop() {
   stopped_ = true;
   bool was_serving = server_ != nullptr;
   if (meta_link_) meta_link_->Stop();
+  if (repairer_) repairer_->Stop();
   if (server_) server_->Stop();
   // No handler runs after this, so nothing calls the store any more; replies
   // still queued to the (stopped) io_context are dropped with it.

@@ -23,8 +23,20 @@ int main(int argc, char** argv) {
   app.add_option("--reserve-bytes", options.reserve_bytes, "refuse puts when free space falls below this")
       ->capture_default_str();
   app.add_option("--threads", options.threads, "RPC io threads")->capture_default_str();
+  uint64_t repair_mbps = options.repair.repair_bytes_per_sec >> 20, scrub_mbps = options.repair.scrub_bytes_per_sec >> 20;
+  int64_t scrub_hours = options.repair.scrub_interval.count() / 3600;
+  app.add_option("--repair-mbps", repair_mbps, "MiB/s this brick pulls from peers when repairing (0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--repair-workers", options.repair.workers, "placement groups repaired at once")
+      ->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--scrub-mbps", scrub_mbps, "MiB/s the scrubber reads (0 = unlimited)")->capture_default_str();
+  app.add_option("--scrub-interval-hours", scrub_hours, "hours between scrub passes (0 = only on request)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.repair.repair_bytes_per_sec = repair_mbps << 20;
+  options.repair.scrub_bytes_per_sec = scrub_mbps << 20;
+  options.repair.scrub_interval = std::chrono::hours(scrub_hours);
   spool::InitLogging(options.log_level);
 
   const sigset_t signals = spool::BlockTerminationSignals();

@@ -10,7 +10,8 @@ namespace {
 constexpr auto kRpcTimeout = std::chrono::milliseconds(3000);
 }
 
-MetaLink::MetaLink(asio::io_context& io, ClusterKey key, MetaLinkOptions options) : options_(std::move(options)) {
+MetaLink::MetaLink(asio::io_context& io, ClusterKey key, MetaLinkOptions options, MetaLinkHooks hooks)
+    : options_(std::move(options)), hooks_(std::move(hooks)) {
   rpc::RpcClientOptions client_options;
   client_options.component = "brickd-meta";
   client_options.default_timeout = kRpcTimeout;
@@ -53,6 +54,7 @@ bool MetaLink::Register() {
   }
   brick_id_ = reply.brick_id();
   map_epoch_ = reply.map().epoch();
+  if (hooks_.on_map) hooks_.on_map(std::make_shared<const proto::ClusterMap>(reply.map()), reply.brick_id());
   SPOOL_LOG_INFO("brickd registered meta={} brick_id={} epoch={}", options_.meta_address, reply.brick_id(),
                  map_epoch_);
   return true;
@@ -66,11 +68,26 @@ int MetaLink::Heartbeat() {
     request.set_capacity_bytes(space->capacity_bytes);
     request.set_used_bytes(space->used_bytes);
   }
+  if (hooks_.fill_heartbeat) hooks_.fill_heartbeat(&request);
   proto::HeartbeatReply reply;
   auto s = client_->CallSync(rpc::Method::kBrickHeartbeat, request, &reply);
   if (!s.ok()) return s.code();
-  map_epoch_ = std::max(map_epoch_, reply.map_epoch());
+  // Tasks refer to PGs of the newest map: take it first.
+  if (reply.map_epoch() > map_epoch_) FetchMap();
+  if (hooks_.on_heartbeat_reply) hooks_.on_heartbeat_reply(reply);
   return 0;
+}
+
+void MetaLink::FetchMap() {
+  proto::GetMapRequest request;
+  request.set_known_epoch(map_epoch_);
+  auto map = std::make_shared<proto::ClusterMap>();
+  if (auto s = client_->CallSync(rpc::Method::kGetMap, request, map.get()); !s.ok()) {
+    SPOOL_LOG_WARN("brickd get_map_failed error=\"{}\"", s.ToString());
+    return;
+  }
+  map_epoch_ = std::max(map_epoch_, map->epoch());
+  if (hooks_.on_map) hooks_.on_map(std::move(map), brick_id_.load());
 }
 
 void MetaLink::Run() {

@@ -5,6 +5,7 @@
 // every second with the brick id meta handed out. While meta is unreachable it
 // retries with exponential backoff; the brick keeps serving chunks meanwhile.
 // A heartbeat answered with ENOENT (meta forgot the brick) re-registers.
+// Heartbeats carry the repairer's reports; their replies carry its tasks.
 #pragma once
 
 #include <asio.hpp>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,6 +21,7 @@
 
 #include "common/cluster_key.h"
 #include "common/rpc/client.h"
+#include "spool.pb.h"
 
 namespace spool::brick {
 
@@ -33,10 +36,21 @@ struct MetaLinkOptions {
   std::chrono::milliseconds max_backoff{5000};
 };
 
+// What the rest of the brick does with the link: every hook runs on the
+// link's thread and must not block for long.
+struct MetaLinkHooks {
+  // Adds this brick's reports (finished repairs, progress) to a heartbeat.
+  std::function<void(proto::HeartbeatRequest*)> fill_heartbeat;
+  // Meta's answer: repair tasks, scrub requests.
+  std::function<void(const proto::HeartbeatReply&)> on_heartbeat_reply;
+  // A new cluster map (fetched whenever meta's epoch moves), with this brick's id.
+  std::function<void(std::shared_ptr<const proto::ClusterMap>, uint32_t brick_id)> on_map;
+};
+
 class MetaLink {
  public:
   // REQUIRES: io runs on threads of its own for the lifetime of the MetaLink.
-  MetaLink(asio::io_context& io, ClusterKey key, MetaLinkOptions options);
+  MetaLink(asio::io_context& io, ClusterKey key, MetaLinkOptions options, MetaLinkHooks hooks = {});
   ~MetaLink();  // Stop()
 
   void Start();
@@ -50,10 +64,12 @@ class MetaLink {
   void Run();
   bool Register();   // true once registered
   int Heartbeat();   // 0 or the errno of the failure
+  void FetchMap();
   // Sleeps unless stopped first; false if stopped.
   bool SleepFor(std::chrono::milliseconds d);
 
   MetaLinkOptions options_;
+  MetaLinkHooks hooks_;
   std::shared_ptr<rpc::RpcClient> client_;
   std::atomic<uint32_t> brick_id_{0};
   uint64_t map_epoch_ = 0;  // used by the link thread only

@@ -2,6 +2,7 @@
 // place. main.cpp fills it from flags; tests and the benchmark fill it directly.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -32,6 +33,25 @@ struct ChunkStoreOptions {
   bool allow_fallocate = true;
 };
 
+struct RepairOptions {
+  // Bandwidth for pulling chunks from peers (repair, rebuild). 0 = unlimited.
+  uint64_t repair_bytes_per_sec = 96ull << 20;
+  // Placement groups repaired at once.
+  int workers = 2;
+  // Payload of one bulk read from a peer.
+  uint64_t max_request_bytes = 4ull << 20;
+  // Bandwidth of the scrubber's reads. 0 = unlimited.
+  uint64_t scrub_bytes_per_sec = 16ull << 20;
+  // Time between two scrub passes; 0 = only when requested.
+  std::chrono::seconds scrub_interval{7 * 24 * 3600};
+  // A failed task (a peer unreachable, a full disk) is retried after this.
+  std::chrono::milliseconds retry_after{2000};
+  std::chrono::milliseconds rpc_timeout{15000};
+  // Where the generation of the last scrub started is kept across restarts
+  // (the daemon uses its data directory).
+  std::string state_dir;
+};
+
 struct BrickOptions {
   std::string data_dir;                // --data: the brick's directory (identity file + db/)
   std::string listen = "127.0.0.1:7100";  // --listen HOST:PORT
@@ -41,6 +61,7 @@ struct BrickOptions {
   std::string advertise;               // --advertise HOST:PORT; empty = listen
   uint64_t reserve_bytes = 64ull << 20;  // --reserve-bytes
   int threads = 4;                     // --threads: RPC io threads
+  RepairOptions repair;                // --repair-mbps, --repair-workers, --scrub-mbps, --scrub-interval-hours
   std::string log_level = "info";      // --log-level
 };
 

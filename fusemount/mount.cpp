@@ -177,7 +177,7 @@ int RunMount(const MountCommand& command) {
   std::unique_ptr<rpc::IoRuntime> runtime_owner;
   std::unique_ptr<MetaClient> meta;
   std::unique_ptr<ClusterView> view;
-  std::unique_ptr<BrickPool> bricks;
+  std::unique_ptr<rpc::ClientPool> bricks;
   std::unique_ptr<ChunkClient> chunks;
   std::unique_ptr<FileStore> files;
   std::unique_ptr<FuseAdapter> adapter;
@@ -219,7 +219,11 @@ int RunMount(const MountCommand& command) {
   view = std::make_unique<ClusterView>(*meta);
   (void)view->Refresh();
   view->StartAutoRefresh(std::chrono::milliseconds(1000));
-  bricks = std::make_unique<BrickPool>(runtime->io(), *key, options.rpc_timeout);
+  rpc::RpcClientOptions brick_rpc;
+  brick_rpc.default_timeout = options.rpc_timeout;
+  brick_rpc.component = "mount";
+  brick_rpc.max_backoff = std::chrono::milliseconds(500);
+  bricks = std::make_unique<rpc::ClientPool>(runtime->io(), *key, brick_rpc);
   chunks = std::make_unique<ChunkClient>(options, *meta, *view, *bricks);
   files = std::make_unique<FileStore>(options, *meta, *chunks);
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });

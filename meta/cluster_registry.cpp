@@ -11,6 +11,8 @@ namespace {
 
 constexpr size_t kMaxBricks = 65536;
 constexpr size_t kMaxStringBytes = 256;
+// A brick silent this long may be replaced by a new disk at its address.
+constexpr auto kTakeoverSilence = std::chrono::milliseconds(2500);
 
 uint64_t WallMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -21,8 +23,8 @@ uint64_t WallMs() {
 }  // namespace
 
 ClusterRegistry::ClusterRegistry(rocksdb::DB* db, uint32_t pg_count, uint32_t replicas,
-                                 std::chrono::milliseconds down_after)
-    : db_(db), pg_count_(pg_count), replicas_(replicas), down_after_(down_after) {}
+                                 std::chrono::milliseconds down_after, std::chrono::milliseconds out_after)
+    : db_(db), pg_count_(pg_count), replicas_(replicas), down_after_(down_after), out_after_(out_after) {}
 
 Status ClusterRegistry::Load() {
   std::lock_guard lock(mu_);
@@ -33,7 +35,9 @@ Status ClusterRegistry::Load() {
     proto::BrickEntry b;
     if (!b.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
       return Status::Error(EIO, "corrupt brick record");
-    if (b.state() != proto::BRICK_OUT) b.set_state(proto::BRICK_UP);
+    // Bricks come back as they were: a down brick keeps its PGs (degraded)
+    // and gets a fresh grace period from now.
+    if (b.state() == proto::BRICK_DOWN) b.set_state(proto::BRICK_UP);
     bricks_.push_back(std::move(b));
     last_heartbeat_.push_back(Clock::now());
   }
@@ -74,6 +78,7 @@ void ClusterRegistry::RebuildMapLocked() {
     auto* p = map->add_pgs();
     for (uint32_t id : pg) p->add_bricks(id);
   }
+  if (observer_.map_changed) observer_.map_changed(map_ ? *map_ : proto::ClusterMap(), *map);
   map_ = std::move(map);
 }
 
@@ -84,7 +89,26 @@ Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::Registe
   std::lock_guard lock(mu_);
   auto it = std::find_if(bricks_.begin(), bricks_.end(), [&](const auto& b) { return b.uuid() == req.uuid(); });
   bool placement_changed = false;
+  bool replaced = false;
   size_t index;
+  if (it == bricks_.end()) {
+    // A new disk at the address of a known brick replaces it: only one
+    // process can listen there. While the old brick still heartbeats (two
+    // bricks misconfigured with one address) the newcomer is refused and
+    // retries; once the old one has been silent for a few heartbeats, the
+    // newcomer takes over its id, and every PG of it is rebuilt onto it.
+    it = std::find_if(bricks_.begin(), bricks_.end(), [&](const auto& b) { return b.address() == req.address(); });
+    if (it != bricks_.end()) {
+      const auto silent = Clock::now() - last_heartbeat_[static_cast<size_t>(it - bricks_.begin())];
+      if (it->state() == proto::BRICK_UP && silent < kTakeoverSilence)
+        return Status::Error(EADDRINUSE, "address " + req.address() + " belongs to brick " + std::to_string(it->id()) +
+                                             " (uuid " + it->uuid() + "), which is still alive");
+      SPOOL_LOG_WARN("meta brick_replaced id={} address={} old_uuid={} new_uuid={} action=rebuild-all-its-pgs", it->id(),
+                     it->address(), it->uuid(), req.uuid());
+      it->set_uuid(req.uuid());
+      replaced = true;
+    }
+  }
   if (it == bricks_.end()) {
     if (bricks_.size() >= kMaxBricks) return Status::Error(ENOSPC, "too many bricks");
     proto::BrickEntry b;
@@ -100,16 +124,17 @@ Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::Registe
   auto& b = bricks_[index];
   const std::string domain = req.failure_domain().empty() ? req.address() : req.failure_domain();
   if (b.address() != req.address() || b.failure_domain() != domain || b.capacity_bytes() != req.capacity_bytes() ||
-      b.state() == proto::BRICK_DOWN)
+      b.state() != proto::BRICK_UP)
     placement_changed = true;
   b.set_address(req.address());
   b.set_failure_domain(domain);
   b.set_capacity_bytes(req.capacity_bytes());
   b.set_used_bytes(req.used_bytes());
-  if (b.state() == proto::BRICK_DOWN) b.set_state(proto::BRICK_UP);
+  b.set_state(proto::BRICK_UP);
   b.set_last_heartbeat_ms(WallMs());
   last_heartbeat_[index] = Clock::now();
   if (placement_changed) RebuildMapLocked();
+  if (replaced && observer_.brick_replaced) observer_.brick_replaced(b.id(), *map_);
   if (auto s = PersistLocked(&b); !s.ok()) return s;
   SPOOL_LOG_INFO("meta brick_registered id={} uuid={} address={} domain={} epoch={}", b.id(), b.uuid(), b.address(),
                  b.failure_domain(), epoch_);
@@ -128,10 +153,11 @@ Result<proto::HeartbeatReply> ClusterRegistry::Heartbeat(const proto::HeartbeatR
   if (req.capacity_bytes() != 0) it->set_capacity_bytes(req.capacity_bytes());
   it->set_last_heartbeat_ms(WallMs());
   last_heartbeat_[index] = Clock::now();
-  if (it->state() == proto::BRICK_DOWN) {
+  if (it->state() != proto::BRICK_UP) {
+    const bool was_out = it->state() == proto::BRICK_OUT;
     it->set_state(proto::BRICK_UP);
     RebuildMapLocked();
-    SPOOL_LOG_INFO("meta brick_up id={} epoch={}", it->id(), epoch_);
+    SPOOL_LOG_INFO("meta brick_up id={} was={} epoch={}", it->id(), was_out ? "out" : "down", epoch_);
     if (auto s = PersistLocked(&*it); !s.ok()) return s;
   }
   proto::HeartbeatReply reply;
@@ -148,10 +174,18 @@ bool ClusterRegistry::CheckLiveness(Clock::time_point now) {
       changed = true;
       SPOOL_LOG_WARN("meta brick_down id={} address={}", bricks_[i].id(), bricks_[i].address());
     }
+    if (bricks_[i].state() == proto::BRICK_DOWN && now - last_heartbeat_[i] > out_after_) {
+      bricks_[i].set_state(proto::BRICK_OUT);
+      changed = true;
+      SPOOL_LOG_WARN("meta brick_out id={} address={} silent_ms={} action=move-its-pgs-and-rebuild", bricks_[i].id(),
+                     bricks_[i].address(),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heartbeat_[i]).count());
+    }
   }
   if (changed) {
     RebuildMapLocked();
-    if (auto s = PersistLocked(nullptr); !s.ok()) SPOOL_LOG_ERROR("meta persist_epoch error=\"{}\"", s.message());
+    for (const auto& b : bricks_)
+      if (auto s = PersistLocked(&b); !s.ok()) SPOOL_LOG_ERROR("meta persist_registry error=\"{}\"", s.message());
   }
   return changed;
 }

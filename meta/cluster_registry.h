@@ -4,7 +4,14 @@
 // A brick registers with a uuid and gets a brick id that stays the same for
 // that uuid forever (persisted). A brick silent for `down_after` is marked
 // DOWN; its next heartbeat brings it UP. Down bricks stay in their PGs (the
-// PG is then degraded). Every change of the map bumps the epoch, which is
+// PG is then degraded) until they have been silent for `out_after` (the grace
+// period): then they are OUT, their PGs move to other bricks and are rebuilt
+// there. An OUT brick that comes back is taken in again.
+//
+// A brick that registers with a new uuid at the address of a brick that is
+// not up is that brick's replacement (its disk was wiped or swapped): it takes
+// over the old brick id, so placement does not move, and every PG of it is
+// rebuilt onto it. Every change of the map bumps the epoch, which is
 // persisted so it only ever grows.
 //
 // Registry records are written directly to the database (synced), outside
@@ -16,6 +23,7 @@
 #include <rocksdb/db.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -29,7 +37,17 @@ class ClusterRegistry {
  public:
   using Clock = std::chrono::steady_clock;
 
-  ClusterRegistry(rocksdb::DB* db, uint32_t pg_count, uint32_t replicas, std::chrono::milliseconds down_after);
+  ClusterRegistry(rocksdb::DB* db, uint32_t pg_count, uint32_t replicas, std::chrono::milliseconds down_after,
+                  std::chrono::milliseconds out_after);
+
+  // Called (under the registry's lock: must not call back) with the map
+  // before and after every change, and with the id of a brick whose disk was
+  // replaced. Set before Load().
+  struct Observer {
+    std::function<void(const proto::ClusterMap& before, const proto::ClusterMap& after)> map_changed;
+    std::function<void(uint32_t brick_id, const proto::ClusterMap& map)> brick_replaced;
+  };
+  void SetObserver(Observer observer) { observer_ = std::move(observer); }
 
   // Loads the persisted bricks (all considered UP, as if they had just
   // heartbeaten) and bumps the epoch.
@@ -38,7 +56,8 @@ class ClusterRegistry {
   Result<proto::RegisterBrickReply> Register(const proto::RegisterBrickRequest& req);
   // ENOENT for an unknown brick id.
   Result<proto::HeartbeatReply> Heartbeat(const proto::HeartbeatRequest& req);
-  // Marks bricks silent for too long DOWN. Returns true if the map changed.
+  // Marks bricks silent for too long DOWN, and OUT after the grace period.
+  // Returns true if the map changed.
   bool CheckLiveness(Clock::time_point now);
 
   std::shared_ptr<const proto::ClusterMap> Map() const;
@@ -57,6 +76,8 @@ class ClusterRegistry {
   const uint32_t pg_count_;
   const uint32_t replicas_;
   const std::chrono::milliseconds down_after_;
+  const std::chrono::milliseconds out_after_;
+  Observer observer_;
 
   mutable std::mutex mu_;  // guards everything below
   std::vector<proto::BrickEntry> bricks_;  // by id order

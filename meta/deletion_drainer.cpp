@@ -7,13 +7,24 @@
 
 namespace spool::meta {
 namespace {
+
+rpc::RpcClientOptions DrainerRpcOptions() {
+  rpc::RpcClientOptions options;
+  options.component = "meta-drainer";
+  return options;
+}
+
 constexpr size_t kBatchChunks = 4096;
 constexpr std::chrono::milliseconds kBrickTimeout{5000};
 }  // namespace
 
 DeletionDrainer::DeletionDrainer(Namespace& ns, OpApplier& applier, ClusterRegistry& registry, ClusterKey key,
                                  std::chrono::milliseconds interval)
-    : ns_(ns), applier_(applier), registry_(registry), key_(std::move(key)), interval_(interval) {}
+    : ns_(ns),
+      applier_(applier),
+      registry_(registry),
+      interval_(interval),
+      clients_(io_.io(), std::move(key), DrainerRpcOptions()) {}
 
 DeletionDrainer::~DeletionDrainer() { Stop(); }
 
@@ -32,19 +43,8 @@ void DeletionDrainer::Stop() {
     cv_.notify_one();
   }
   if (thread_.joinable()) thread_.join();
-  for (auto& [address, client] : clients_) client->Close();
-  clients_.clear();
+  clients_.CloseAll();
   io_.Stop();
-}
-
-std::shared_ptr<rpc::RpcClient> DeletionDrainer::ClientFor(const std::string& address) {
-  auto& c = clients_[address];
-  if (!c) {
-    rpc::RpcClientOptions options;
-    options.component = "meta-drainer";
-    c = rpc::RpcClient::Create(io_.io(), address, key_, options);
-  }
-  return c;
 }
 
 size_t DeletionDrainer::DrainOnce() {
@@ -71,7 +71,7 @@ size_t DeletionDrainer::DrainOnce() {
   for (auto& [brick, req] : per_brick) {
     auto it = bricks.find(brick);
     if (it == bricks.end() || it->second->state() != proto::BRICK_UP) continue;
-    calls[brick] = ClientFor(it->second->address())->Call(rpc::Method::kDeleteChunks, req, {}, kBrickTimeout);
+    calls[brick] = clients_.Get(it->second->address())->Call(rpc::Method::kDeleteChunks, req, {}, kBrickTimeout);
   }
   std::set<uint32_t> ok;
   for (auto& [brick, f] : calls) {

@@ -17,6 +17,7 @@
 
 #include "common/cluster_key.h"
 #include "common/rpc/client.h"
+#include "common/rpc/client_pool.h"
 #include "common/rpc/runtime.h"
 #include "meta/cluster_registry.h"
 #include "meta/namespace.h"
@@ -43,15 +44,13 @@ class DeletionDrainer {
 
  private:
   void Run();
-  std::shared_ptr<rpc::RpcClient> ClientFor(const std::string& address);
 
   Namespace& ns_;
   OpApplier& applier_;
   ClusterRegistry& registry_;
-  const ClusterKey key_;
   const std::chrono::milliseconds interval_;
   rpc::IoRuntime io_{1};
-  std::map<std::string, std::shared_ptr<rpc::RpcClient>> clients_;  // drainer thread only
+  rpc::ClientPool clients_;
 
   std::mutex mu_;  // guards stopping_, kicked_
   std::condition_variable cv_;

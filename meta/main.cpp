@@ -12,7 +12,8 @@
 int main(int argc, char** argv) {
   spool::meta::MetaOptions o;
   CLI::App app{"spool-meta: spoolfs metadata service"};
-  int64_t down_ms = o.brick_down_after.count(), session_ms = o.session_timeout.count();
+  int64_t down_ms = o.brick_down_after.count(), out_ms = o.brick_out_after.count(),
+          session_ms = o.session_timeout.count();
   app.add_option("--data", o.data_dir, "RocksDB data directory (formatted if empty)")->required();
   app.add_option("--listen", o.listen, "host:port to serve on")->capture_default_str();
   app.add_option("--cluster-key", o.cluster_key_file, "cluster key file")->required();
@@ -22,12 +23,16 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1u, 16u));
   app.add_option("--brick-down-after-ms", down_ms, "mark a silent brick down after this long")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--brick-out-after-ms", out_ms,
+                 "grace period: rebuild a down brick's placement groups elsewhere after this long")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--session-timeout-ms", session_ms, "expire a client session not renewed for this long")
       ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "io threads")->capture_default_str()->check(CLI::Range(1, 64));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.brick_down_after = std::chrono::milliseconds(down_ms);
+  o.brick_out_after = std::chrono::milliseconds(out_ms);
   o.session_timeout = std::chrono::milliseconds(session_ms);
   spool::InitLogging(o.log_level);
 

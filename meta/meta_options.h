@@ -23,6 +23,9 @@ struct MetaOptions {
 
   // A brick that has not heartbeaten for this long is marked down.
   std::chrono::milliseconds brick_down_after{5000};
+  // A brick down for this long (the grace period) is taken out: its PGs move
+  // to other bricks and are rebuilt from the surviving copies.
+  std::chrono::milliseconds brick_out_after{600000};
   // A client session that has not been renewed for this long expires; its
   // opens and locks are dropped. Also the lease handed to clients.
   std::chrono::milliseconds session_timeout{30000};

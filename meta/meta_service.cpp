@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 
 namespace spool::meta {
@@ -12,6 +13,17 @@ using rpc::Method;
 using rpc::Responder;
 
 constexpr uint32_t kMaxHostBytes = 256;
+constexpr size_t kMaxTasksPerHeartbeat = 1024;
+constexpr size_t kMaxDoneReports = 4096;
+constexpr size_t kMaxHealListing = 1000;
+constexpr size_t kChunkReportsPerTick = 10000;
+const char* const kScrubKey = "S";  // BE64 generation of the last `spoolctl scrub`
+
+uint64_t WallMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
 
 // Parses the request as Req, then runs fn(req, responder).
 template <typename Req, typename Fn>
@@ -48,9 +60,23 @@ Result<std::unique_ptr<MetaService>> MetaService::Start(const MetaOptions& optio
   m->ns_ = std::move(ns.value());
   m->sessions_ = std::make_unique<SessionTable>(options.session_timeout);
   m->applier_ = std::make_unique<OpApplier>(*m->ns_, *m->sessions_);
+  m->repair_ = std::make_unique<RepairTable>(m->ns_->db());
+  if (auto s = m->repair_->Load(); !s.ok()) return s;
   m->registry_ = std::make_unique<ClusterRegistry>(m->ns_->db(), m->ns_->pg_count(), m->ns_->replicas(),
-                                                   options.brick_down_after);
+                                                   options.brick_down_after, options.brick_out_after);
+  m->registry_->SetObserver(ClusterRegistry::Observer{
+      [repair = m->repair_.get()](const proto::ClusterMap& before, const proto::ClusterMap& after) {
+        repair->MarkMapChange(before, after);
+      },
+      [repair = m->repair_.get()](uint32_t brick_id, const proto::ClusterMap& map) {
+        repair->MarkBrick(brick_id, map, "disk replaced");
+      }});
   if (auto s = m->registry_->Load(); !s.ok()) return s;
+  {
+    std::string v;
+    if (m->ns_->db()->Get(rocksdb::ReadOptions(), kScrubKey, &v).ok() && v.size() == 8)
+      m->scrub_generation_ = GetBE64(v);
+  }
   m->drainer_ = std::make_unique<DeletionDrainer>(*m->ns_, *m->applier_, *m->registry_, m->key_, options.drain_interval);
   m->io_ = std::make_unique<rpc::IoRuntime>(std::max(1, options.threads));
   m->server_ = std::make_unique<rpc::RpcServer>(m->io_->io(), m->key_, "meta");
@@ -102,6 +128,7 @@ void MetaService::ReclaimIfOrphan(uint64_t ino) {
 void MetaService::Housekeeping() {
   const auto started = std::chrono::steady_clock::now();
   bool swept_startup_orphans = false;
+  auto last_repair_tick = started;
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -109,6 +136,12 @@ void MetaService::Housekeeping() {
     }
     const auto now = std::chrono::steady_clock::now();
     registry_->CheckLiveness(now);
+    if (now - last_repair_tick >= std::chrono::seconds(1)) {
+      last_repair_tick = now;
+      repair_->ConsumeChunkReports(ns_->pg_count(), kChunkReportsPerTick);
+      repair_->Reconcile(*registry_->Map());
+      repair_->Tick(now);
+    }
     for (auto& expired : sessions_->ExpireStale(now)) {
       SPOOL_LOG_INFO("meta session_expired id={} open_files={}", expired.session, expired.open_inodes.size());
       locks_.ReleaseSession(expired.session);
@@ -134,9 +167,40 @@ void MetaService::RegisterHandlers() {
              r.Reply(*reply);
            }));
   s.Handle(Method::kBrickHeartbeat, Typed<proto::HeartbeatRequest>([this](const auto& req, const Responder& r) {
+             if (static_cast<size_t>(req.repairs_done_size()) > kMaxDoneReports)
+               return r.Fail(Status::Error(EINVAL, "too many repair reports in one heartbeat"));
              auto reply = registry_->Heartbeat(req);
              if (!reply.ok()) return r.Fail(reply.status());
+             const auto map = registry_->Map();
+             for (const auto& done : req.repairs_done()) repair_->Done(req.brick_id(), done, *map);
+             repair_->Report(req.brick_id(), req.repair(), req.scrub());
+             for (auto& task : repair_->TasksFor(req.brick_id(), *map, kMaxTasksPerHeartbeat))
+               *reply->add_repairs() = std::move(task);
+             reply->set_scrub_generation(scrub_generation_.load());
              r.Reply(*reply);
+           }));
+  s.Handle(Method::kHeal, Typed<proto::HealRequest>([this](const auto& req, const Responder& r) {
+             const auto map = registry_->Map();
+             if (req.all()) {
+               std::vector<uint32_t> all(map->pgs_size());
+               for (size_t pg = 0; pg < all.size(); ++pg) all[pg] = static_cast<uint32_t>(pg);
+               repair_->Mark(all, 1, "operator: heal --all");
+             }
+             r.Reply(repair_->Pending(*map, kMaxHealListing));
+           }));
+  s.Handle(Method::kScrub, Typed<proto::Empty>([this](const auto&, const Responder& r) {
+             const uint64_t generation = std::max(WallMs(), scrub_generation_.load() + 1);
+             std::string v;
+             PutBE64(v, generation);
+             rocksdb::WriteOptions wo;
+             wo.sync = true;
+             if (auto st = ns_->db()->Put(wo, kScrubKey, v); !st.ok())
+               return r.Fail(Status::Error(EIO, "persist scrub request: " + st.ToString()));
+             scrub_generation_ = generation;
+             SPOOL_LOG_INFO("meta scrub_requested generation={}", generation);
+             proto::ScrubReply reply;
+             reply.set_scrub_generation(generation);
+             r.Reply(reply);
            }));
   s.Handle(Method::kGetMap, Typed<proto::GetMapRequest>([this](const auto&, const Responder& r) {
              r.Reply(*registry_->Map());
@@ -148,9 +212,11 @@ void MetaService::RegisterHandlers() {
              std::map<uint32_t, bool> up;
              for (const auto& b : map->bricks()) up[b.id()] = b.state() == proto::BRICK_UP;
              uint32_t healthy = 0, degraded = 0;
-             for (const auto& pg : map->pgs()) {
-               bool ok = pg.bricks_size() == static_cast<int>(map->replicas());
-               for (uint32_t b : pg.bricks()) ok = ok && up[b];
+             for (int pg = 0; pg < map->pgs_size(); ++pg) {
+               const auto& members = map->pgs(pg).bricks();
+               bool ok = members.size() == static_cast<int>(map->replicas()) &&
+                         !repair_->IsMarked(static_cast<uint32_t>(pg));
+               for (uint32_t b : members) ok = ok && up[b];
                ++(ok ? healthy : degraded);
              }
              const auto stats = ns_->Stats();
@@ -160,6 +226,10 @@ void MetaService::RegisterHandlers() {
              reply.set_pgs_degraded(degraded);
              reply.set_deletion_queue(stats.deletion_queue);
              reply.set_sessions(sessions_->size());
+             *reply.mutable_repair() = repair_->Summary();
+             reply.mutable_repair()->set_repair_queue(stats.repair_queue);
+             for (auto& w : repair_->BrickWorks()) *reply.add_brick_work() = std::move(w);
+             reply.set_scrub_generation(scrub_generation_.load());
              r.Reply(reply);
            }));
   s.Handle(Method::kReportBadChunk, Typed<proto::ReportBadChunkRequest>([this](const auto& req, const Responder& r) {

@@ -6,6 +6,7 @@
 // are answered after they are durable.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include "meta/meta_options.h"
 #include "meta/namespace.h"
 #include "meta/op_applier.h"
+#include "meta/repair_table.h"
 #include "meta/session_table.h"
 
 namespace spool::meta {
@@ -50,6 +52,7 @@ class MetaService {
   std::unique_ptr<SessionTable> sessions_;
   LockTable locks_;
   std::unique_ptr<OpApplier> applier_;
+  std::unique_ptr<RepairTable> repair_;
   std::unique_ptr<ClusterRegistry> registry_;
   std::unique_ptr<DeletionDrainer> drainer_;
   std::unique_ptr<rpc::IoRuntime> io_;
@@ -58,6 +61,7 @@ class MetaService {
   std::mutex mu_;  // guards stopping_
   std::condition_variable cv_;
   bool stopping_ = false;
+  std::atomic<uint64_t> scrub_generation_{0};  // persisted under key "S"
   bool stopped_ = false;  // Stop() ran (only touched by the owner's thread)
   std::thread housekeeping_;
 };

@@ -25,6 +25,8 @@ enum class Method : uint16_t {
   kGetMap = 202,                // GetMapRequest       -> ClusterMap
   kStatus = 203,                // Empty               -> StatusReply
   kReportBadChunk = 204,        // ReportBadChunkRequest -> Empty
+  kHeal = 205,                  // HealRequest         -> HealReply
+  kScrub = 206,                 // Empty               -> ScrubReply
 
   // meta: namespace
   kLookup = 300,                // LookupRequest       -> EntryReply

@@ -58,25 +58,6 @@ std::shared_ptr<const proto::ClusterMap> ClusterView::map() {
   return map_;
 }
 
-std::shared_ptr<rpc::RpcClient> BrickPool::Get(const std::string& address) {
-  std::lock_guard lock(mu_);
-  auto& client = clients_[address];
-  if (!client) {
-    rpc::RpcClientOptions options;
-    options.default_timeout = timeout_;
-    options.component = "mount";
-    options.max_backoff = std::chrono::milliseconds(500);
-    client = rpc::RpcClient::Create(io_, address, key_, options);
-  }
-  return client;
-}
-
-void BrickPool::CloseAll() {
-  std::lock_guard lock(mu_);
-  for (auto& [address, client] : clients_) client->Close();
-  clients_.clear();
-}
-
 std::shared_ptr<const std::string> ChunkCache::Get(uint64_t chunk_id) {
   std::lock_guard lock(mu_);
   auto it = index_.find(chunk_id);
@@ -98,7 +79,7 @@ void ChunkCache::Put(uint64_t chunk_id, std::shared_ptr<const std::string> bytes
   }
 }
 
-ChunkClient::ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, BrickPool& bricks)
+ChunkClient::ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, rpc::ClientPool& bricks)
     : options_(options), meta_(meta), view_(view), bricks_(bricks), cache_(options.chunk_cache_bytes) {}
 
 Result<uint64_t> ChunkClient::NextChunkId() {

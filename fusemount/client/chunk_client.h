@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/rpc/client.h"
+#include "common/rpc/client_pool.h"
 #include "fusemount/client/meta_client.h"
 #include "fusemount/client/options.h"
 #include "spool.pb.h"
@@ -44,22 +45,6 @@ class ClusterView {
   std::thread refresher_;
 };
 
-// One RpcClient per brick address, created on first use.
-class BrickPool {
- public:
-  BrickPool(asio::io_context& io, ClusterKey key, std::chrono::milliseconds timeout)
-      : io_(io), key_(std::move(key)), timeout_(timeout) {}
-  std::shared_ptr<rpc::RpcClient> Get(const std::string& address);
-  void CloseAll();
-
- private:
-  asio::io_context& io_;
-  ClusterKey key_;
-  std::chrono::milliseconds timeout_;
-  std::mutex mu_;  // guards clients_
-  std::unordered_map<std::string, std::shared_ptr<rpc::RpcClient>> clients_;
-};
-
 // Immutable chunks recently read. Never stale: a chunk id is never reused.
 class ChunkCache {
  public:
@@ -83,7 +68,7 @@ struct ChunkToWrite {
 
 class ChunkClient {
  public:
-  ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, BrickPool& bricks);
+  ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, rpc::ClientPool& bricks);
 
   // Writes all chunks; each must reach the write quorum (retrying through
   // map changes until the hard timeout). Chunks stored on fewer than all of
@@ -100,7 +85,7 @@ class ChunkClient {
   MountOptions options_;
   MetaClient& meta_;
   ClusterView& view_;
-  BrickPool& bricks_;
+  rpc::ClientPool& bricks_;
   ChunkCache cache_;
   // Bricks that just failed a call are tried last for a while, even before
   // meta marks them down.

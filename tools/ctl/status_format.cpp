@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace spool::ctl {
 namespace {
 
@@ -40,7 +42,49 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
+std::string Join(const google::protobuf::RepeatedField<uint32_t>& ids) {
+  std::string out;
+  for (uint32_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out;
+}
+
+std::string RepairJson(const proto::RepairStatus& r) {
+  return fmt::format(
+      "{{\"pgs_pending\":{},\"wave_marked\":{},\"wave_done\":{},\"bytes_copied\":{},\"chunks_copied\":{},"
+      "\"chunks_pending\":{},\"bytes_per_sec\":{:.0f},\"pgs_per_sec\":{:.2f},\"eta_ms\":{},\"repair_queue\":{}}}",
+      r.pgs_pending(), r.wave_marked(), r.wave_done(), r.bytes_copied(), r.chunks_copied(), r.chunks_pending(),
+      r.bytes_per_sec(), r.pgs_per_sec(), r.eta_ms(), r.repair_queue());
+}
+
+std::string BrickWorkJson(const proto::BrickWork& w) {
+  const auto& r = w.repair();
+  const auto& s = w.scrub();
+  return fmt::format(
+      "{{\"brick_id\":{},\"repair\":{{\"chunks_copied\":{},\"bytes_copied\":{},\"chunks_pending\":{},"
+      "\"tasks_queued\":{},\"corrupt_rewritten\":{}}},\"scrub\":{{\"generation\":{},\"running\":{},"
+      "\"chunks_checked\":{},\"chunks_total\":{},\"bytes_checked\":{},\"corrupt_found\":{},"
+      "\"passes_completed\":{},\"last_pass_end_ms\":{}}}}}",
+      w.brick_id(), r.chunks_copied(), r.bytes_copied(), r.chunks_pending(), r.tasks_queued(), r.corrupt_rewritten(),
+      s.generation(), s.running() ? "true" : "false", s.chunks_checked(), s.chunks_total(), s.bytes_checked(),
+      s.corrupt_found(), s.passes_completed(), s.last_pass_end_ms());
+}
+
 }  // namespace
+
+std::string ProgressBar(double fraction, int width) {
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  const int filled = static_cast<int>(fraction * width + 0.5);
+  return fmt::format("[{}{}] {:3.0f}%", std::string(static_cast<size_t>(filled), '#'),
+                     std::string(static_cast<size_t>(width - filled), '.'), fraction * 100);
+}
+
+std::string Duration(int64_t ms) {
+  if (ms < 0) return "unknown";
+  const int64_t s = (ms + 999) / 1000;
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
 
 std::string StatusText(const proto::StatusReply& st) {
   const auto& map = st.map();
@@ -54,6 +98,31 @@ std::string StatusText(const proto::StatusReply& st) {
                        b.failure_domain(), StateName(b.state()), Bytes(b.capacity_bytes()), Bytes(b.used_bytes()), pct);
   }
   out += fmt::format("placement groups: {} healthy, {} degraded\n", st.pgs_healthy(), st.pgs_degraded());
+  const auto& r = st.repair();
+  if (r.pgs_pending() > 0) {
+    const double fraction =
+        r.wave_marked() ? static_cast<double>(r.wave_done()) / static_cast<double>(r.wave_marked()) : 0.0;
+    out += fmt::format("repair: {}  {}/{} groups repaired, {} pending, {} chunks to copy, {}/s, ETA {}\n",
+                       ProgressBar(fraction, 30), r.wave_done(), r.wave_marked(), r.pgs_pending(), r.chunks_pending(),
+                       Bytes(static_cast<uint64_t>(r.bytes_per_sec())), Duration(r.eta_ms()));
+  } else {
+    out += "repair: none pending\n";
+  }
+  out += fmt::format("repair totals: {} chunks, {} copied since meta started; {} chunk reports queued\n",
+                     r.chunks_copied(), Bytes(r.bytes_copied()), r.repair_queue());
+  for (const auto& w : st.brick_work()) {
+    const auto& s = w.scrub();
+    if (s.running()) {
+      const double fraction =
+          s.chunks_total() ? static_cast<double>(s.chunks_checked()) / static_cast<double>(s.chunks_total()) : 0.0;
+      out += fmt::format("scrub brick {}: {}  {} chunks checked, {} corrupt found\n", w.brick_id(),
+                         ProgressBar(fraction, 30), s.chunks_checked(), s.corrupt_found());
+    } else if (s.passes_completed() > 0) {
+      out += fmt::format("scrub brick {}: {} passes, last checked {} chunks, {} corrupt found, {} rewritten\n",
+                         w.brick_id(), s.passes_completed(), s.chunks_checked(), s.corrupt_found(),
+                         w.repair().corrupt_rewritten());
+    }
+  }
   out += fmt::format("namespace: {} inodes, op seq {}\n", st.inodes(), st.op_seq());
   out += fmt::format("deletion queue: {} chunks\n", st.deletion_queue());
   out += fmt::format("sessions: {}\n", st.sessions());
@@ -71,11 +140,37 @@ std::string StatusJson(const proto::StatusReply& st) {
         b.id(), JsonString(b.uuid()), JsonString(b.address()), JsonString(b.failure_domain()), StateName(b.state()),
         b.capacity_bytes(), b.used_bytes(), b.last_heartbeat_ms());
   }
+  std::string work;
+  for (const auto& w : st.brick_work()) work += (work.empty() ? "" : ",") + BrickWorkJson(w);
   return fmt::format(
       "{{\"epoch\":{},\"pg_count\":{},\"replicas\":{},\"bricks\":[{}],\"pgs_healthy\":{},\"pgs_degraded\":{},"
-      "\"inodes\":{},\"op_seq\":{},\"deletion_queue\":{},\"sessions\":{}}}\n",
+      "\"inodes\":{},\"op_seq\":{},\"deletion_queue\":{},\"sessions\":{},\"repair\":{},\"brick_work\":[{}],"
+      "\"scrub_generation\":{}}}\n",
       map.epoch(), map.pg_count(), map.replicas(), bricks, st.pgs_healthy(), st.pgs_degraded(), st.inodes(),
-      st.op_seq(), st.deletion_queue(), st.sessions());
+      st.op_seq(), st.deletion_queue(), st.sessions(), RepairJson(st.repair()), work, st.scrub_generation());
+}
+
+std::string HealText(const proto::HealReply& heal) {
+  if (heal.pending_total() == 0) return "heal: nothing pending; every placement group is in line\n";
+  std::string out = fmt::format("heal: {} placement groups pending (most degraded first)\n", heal.pending_total());
+  out += fmt::format("  {:>6} {:>8} {:>10} {:<12} {:<12} {}\n", "pg", "missing", "generation", "members", "done", "state");
+  for (const auto& p : heal.pending())
+    out += fmt::format("  {:>6} {:>8} {:>10} {:<12} {:<12} {}\n", p.pg(), p.severity(), p.generation(),
+                       Join(p.members()), Join(p.done()), p.waiting_for_bricks() ? "waiting for a down brick" : "repairing");
+  if (heal.pending_total() > static_cast<uint32_t>(heal.pending_size()))
+    out += fmt::format("  ... and {} more\n", heal.pending_total() - static_cast<uint32_t>(heal.pending_size()));
+  return out;
+}
+
+std::string HealJson(const proto::HealReply& heal) {
+  std::string items;
+  for (const auto& p : heal.pending()) {
+    items += fmt::format("{}{{\"pg\":{},\"severity\":{},\"generation\":{},\"members\":[{}],\"done\":[{}],"
+                         "\"waiting_for_bricks\":{},\"marked_ms\":{}}}",
+                         items.empty() ? "" : ",", p.pg(), p.severity(), p.generation(), Join(p.members()),
+                         Join(p.done()), p.waiting_for_bricks() ? "true" : "false", p.marked_ms());
+  }
+  return fmt::format("{{\"pending_total\":{},\"pending\":[{}]}}\n", heal.pending_total(), items);
 }
 
 }  // namespace spool::ctl

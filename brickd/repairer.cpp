@@ -1,0 +1,530 @@
+#include "brickd/repairer.h"
+
+#include <algorithm>
+#include <fstream>
+#include <unordered_set>
+
+#include "brickd/brick_service.h"
+#include "common/log.h"
+
+namespace spool::brick {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint32_t kListPage = 16384;  // brick_service.h: kMaxListEntries
+constexpr size_t kMaxChunksPerRead = 4096;  // brick_service.h: kMaxChunksPerRequest
+
+uint64_t WallMs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+rpc::RpcClientOptions PeerRpcOptions(std::chrono::milliseconds timeout) {
+  rpc::RpcClientOptions o;
+  o.component = "brickd-repair";
+  o.default_timeout = timeout;
+  o.max_backoff = std::chrono::milliseconds(1000);
+  return o;
+}
+
+std::string ScrubStatePath(const std::string& dir) { return dir + "/scrub.state"; }
+
+}  // namespace
+
+Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, RepairOptions options)
+    : store_(store),
+      options_(std::move(options)),
+      peers_(io, std::move(key), PeerRpcOptions(options_.rpc_timeout)),
+      repair_limiter_(options_.repair_bytes_per_sec),
+      scrub_limiter_(options_.scrub_bytes_per_sec) {
+  if (!options_.state_dir.empty()) {
+    std::ifstream in(ScrubStatePath(options_.state_dir));
+    uint64_t generation = 0, passes = 0, last_end = 0;
+    if (in >> generation >> passes >> last_end) {
+      scrub_.set_generation(generation);
+      scrub_.set_passes_completed(passes);
+      scrub_.set_last_pass_end_ms(last_end);
+    }
+  }
+}
+
+Repairer::~Repairer() { Stop(); }
+
+void Repairer::Start() {
+  for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  scrubber_ = std::thread([this] { ScrubLoop(); });
+}
+
+void Repairer::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && workers_.empty()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  repair_limiter_.Cancel();
+  scrub_limiter_.Cancel();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  if (scrubber_.joinable()) scrubber_.join();
+  peers_.CloseAll();
+}
+
+bool Repairer::Stopping() {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
+void Repairer::SetMap(std::shared_ptr<const proto::ClusterMap> map, uint32_t self_id) {
+  {
+    std::lock_guard lock(mu_);
+    map_ = std::move(map);
+    self_id_ = self_id;
+  }
+  cv_.notify_all();
+}
+
+void Repairer::AddTasks(const google::protobuf::RepeatedPtrField<proto::RepairTask>& tasks) {
+  if (tasks.empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& t : tasks) {
+      if (t.pg() >= kMaxPgCount) continue;
+      auto f = finished_.find(t.pg());
+      if (f != finished_.end() && f->second >= t.generation()) {
+        // Finished already; our report may have been lost with a heartbeat.
+        proto::RepairDone d;
+        d.set_pg(t.pg());
+        d.set_generation(f->second);
+        if (std::none_of(done_.begin(), done_.end(), [&](const auto& x) { return x.pg() == t.pg(); }))
+          done_.push_back(d);
+        continue;
+      }
+      auto& task = tasks_[t.pg()];
+      task.generation = std::max(task.generation, t.generation());
+      task.severity = std::max(task.severity, t.severity());
+    }
+  }
+  cv_.notify_all();
+}
+
+void Repairer::ReportCorrupt(uint32_t pg, uint64_t chunk_id) {
+  {
+    std::lock_guard lock(mu_);
+    corrupt_[pg].insert(chunk_id);
+  }
+  cv_.notify_all();
+}
+
+void Repairer::RequestScrub(uint64_t generation) {
+  {
+    std::lock_guard lock(mu_);
+    if (generation <= scrub_requested_) return;
+    scrub_requested_ = generation;
+  }
+  cv_.notify_all();
+}
+
+void Repairer::FillHeartbeat(proto::HeartbeatRequest* request) {
+  std::lock_guard lock(mu_);
+  for (auto& d : done_) *request->add_repairs_done() = std::move(d);
+  done_.clear();
+  auto* r = request->mutable_repair();
+  r->set_chunks_copied(chunks_copied_.load());
+  r->set_bytes_copied(bytes_copied_.load());
+  r->set_chunks_pending(chunks_pending_.load());
+  r->set_tasks_queued(static_cast<uint32_t>(tasks_.size()));
+  r->set_corrupt_rewritten(corrupt_rewritten_.load());
+  *request->mutable_scrub() = scrub_;
+}
+
+proto::RepairProgress Repairer::repair_progress() const {
+  proto::RepairProgress r;
+  std::lock_guard lock(mu_);
+  r.set_chunks_copied(chunks_copied_.load());
+  r.set_bytes_copied(bytes_copied_.load());
+  r.set_chunks_pending(chunks_pending_.load());
+  r.set_tasks_queued(static_cast<uint32_t>(tasks_.size()));
+  r.set_corrupt_rewritten(corrupt_rewritten_.load());
+  return r;
+}
+
+proto::ScrubProgress Repairer::scrub_progress() const {
+  std::lock_guard lock(mu_);
+  return scrub_;
+}
+
+void Repairer::WorkerLoop() {
+  for (;;) {
+    uint32_t pg = 0;
+    uint64_t generation = 0;
+    std::vector<uint64_t> corrupt;
+    {
+      std::unique_lock lock(mu_);
+      for (;;) {
+        if (stopping_) return;
+        if (map_ && !corrupt_.empty()) {
+          auto it = corrupt_.begin();
+          pg = it->first;
+          corrupt.assign(it->second.begin(), it->second.end());
+          corrupt_.erase(it);
+          break;
+        }
+        // The most degraded ready task that no other worker runs.
+        const auto now = Clock::now();
+        Task* best = nullptr;
+        auto next_ready = Clock::time_point::max();
+        if (map_) {
+          for (auto& [p, t] : tasks_) {
+            if (t.running) continue;
+            if (t.not_before > now) {
+              next_ready = std::min(next_ready, t.not_before);
+              continue;
+            }
+            if (!best || t.severity > best->severity) {
+              best = &t;
+              pg = p;
+            }
+          }
+        }
+        if (best) {
+          best->running = true;
+          generation = best->generation;
+          break;
+        }
+        if (next_ready == Clock::time_point::max())
+          cv_.wait(lock);
+        else
+          cv_.wait_until(lock, next_ready);
+      }
+    }
+    if (!corrupt.empty()) {
+      if (auto s = RewriteCorrupt(pg, corrupt); !s.ok()) {
+        // Reads keep being served from the good copies; the next read or
+        // scrub pass that meets the bad copy reports it again.
+        SPOOL_LOG_WARN("brickd rewrite_corrupt_failed pg={} chunks={} error=\"{}\"", pg, corrupt.size(), s.ToString());
+      }
+      continue;
+    }
+    const auto started = Clock::now();
+    const auto copied_before = chunks_copied_.load();
+    Status s = RunTask(pg);
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(pg);
+    if (it == tasks_.end()) continue;
+    it->second.running = false;
+    if (!s.ok()) {
+      it->second.not_before = Clock::now() + options_.retry_after;
+      SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} error=\"{}\" action=retry-in-{}ms", pg, generation,
+                     s.ToString(), options_.retry_after.count());
+      cv_.notify_all();
+      continue;
+    }
+    finished_[pg] = std::max(finished_[pg], generation);
+    proto::RepairDone d;
+    d.set_pg(pg);
+    d.set_generation(generation);
+    done_.push_back(d);
+    // Marked again while this pass ran: run again at the new generation.
+    if (it->second.generation <= generation) tasks_.erase(it);
+    const auto copied = chunks_copied_.load() - copied_before;
+    if (copied > 0)
+      SPOOL_LOG_INFO("brickd repair_done pg={} generation={} chunks_copied={} ms={}", pg, generation, copied,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+    cv_.notify_all();
+  }
+}
+
+Result<std::vector<Repairer::Peer>> Repairer::PeersOf(uint32_t pg) {
+  std::shared_ptr<const proto::ClusterMap> map;
+  uint32_t self = 0;
+  {
+    std::lock_guard lock(mu_);
+    map = map_;
+    self = self_id_;
+  }
+  if (!map) return Status::Error(EAGAIN, "no cluster map yet");
+  if (pg >= static_cast<uint32_t>(map->pgs_size()))
+    return Status::Error(EINVAL, "pg " + std::to_string(pg) + " not in the map");
+  std::vector<Peer> peers;
+  for (uint32_t id : map->pgs(static_cast<int>(pg)).bricks()) {
+    if (id == self) continue;
+    auto b = std::find_if(map->bricks().begin(), map->bricks().end(), [&](const auto& e) { return e.id() == id; });
+    if (b == map->bricks().end()) return Status::Error(EINVAL, "brick " + std::to_string(id) + " not in the map");
+    peers.push_back(Peer{id, b->address()});
+  }
+  return peers;
+}
+
+Result<std::vector<ChunkInfo>> Repairer::ListLocal(uint32_t pg) {
+  std::vector<ChunkInfo> all;
+  std::optional<uint64_t> after;
+  for (;;) {
+    auto page = store_.List(pg, after, kListPage);
+    if (!page.ok()) return page.status();
+    all.insert(all.end(), page->chunks.begin(), page->chunks.end());
+    if (page->complete || page->chunks.empty()) return all;
+    after = page->chunks.back().chunk_id;
+  }
+}
+
+Result<std::vector<proto::ChunkRef>> Repairer::ListPeer(const Peer& peer, uint32_t pg) {
+  std::vector<proto::ChunkRef> all;
+  auto client = peers_.Get(peer.address);
+  proto::ListChunksRequest req;
+  req.set_pg(pg);
+  req.set_max_entries(kListPage);
+  for (;;) {
+    proto::ListChunksReply reply;
+    auto s = client->CallSync(rpc::Method::kListChunks, req, &reply);
+    if (!s.ok())
+      return Status::Error(s.code(), "list pg " + std::to_string(pg) + " on brick " + std::to_string(peer.id) + " (" +
+                                         peer.address + "): " + s.message());
+    for (auto& c : *reply.mutable_chunks()) all.push_back(std::move(c));
+    if (reply.complete() || reply.chunks_size() == 0) return all;
+    req.set_has_after(true);
+    req.set_after_chunk_id(all.back().chunk_id());
+  }
+}
+
+Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left) {
+  auto client = peers_.Get(peer.address);
+  while (!ids.empty()) {
+    if (Stopping()) return Status::Error(ESHUTDOWN, "stopping");
+    proto::ReadChunksRequest req;
+    req.set_pg(pg);
+    const size_t n = std::min(ids.size(), kMaxChunksPerRead);
+    for (size_t i = 0; i < n; ++i) req.add_chunk_ids(ids[i]);
+    proto::ReadChunksReply reply;
+    std::string payload;
+    auto s = client->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload);
+    if (!s.ok())
+      return Status::Error(s.code(), "read pg " + std::to_string(pg) + " from brick " + std::to_string(peer.id) +
+                                         ": " + s.message());
+    std::vector<ChunkWrite> writes;
+    size_t offset = 0;
+    for (const auto& ref : reply.chunks()) {
+      if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size())
+        return Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " sent a malformed bulk read");
+      ChunkWrite w;
+      w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
+      w.bytes.assign(payload, offset, ref.length());
+      offset += ref.length();
+      writes.push_back(std::move(w));
+    }
+    uint64_t bytes = offset;
+    // Spend the bandwidth before writing, so that the next read waits.
+    if (!repair_limiter_.Acquire(bytes)) return Status::Error(ESHUTDOWN, "stopping");
+    const size_t copied = writes.size();
+    if (!writes.empty()) {
+      // The put re-verifies every CRC32C against the bytes.
+      if (auto put = store_.PutSync(std::move(writes)); !put.ok()) return put;
+    }
+    chunks_copied_ += copied;
+    bytes_copied_ += bytes;
+    chunks_pending_ -= std::min<uint64_t>(chunks_pending_.load(), copied);
+    for (uint64_t id : reply.missing()) left->push_back(id);
+    for (uint64_t id : reply.corrupt()) left->push_back(id);
+    std::vector<uint64_t> rest(reply.deferred().begin(), reply.deferred().end());
+    rest.insert(rest.end(), ids.begin() + static_cast<ptrdiff_t>(n), ids.end());
+    if (rest.size() == ids.size() && copied == 0)
+      return Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " made no progress on a bulk read");
+    ids = std::move(rest);
+  }
+  return Status::Ok();
+}
+
+Status Repairer::RunTask(uint32_t pg) {
+  auto peers = PeersOf(pg);
+  if (!peers.ok()) return peers.status();
+  if (peers->empty()) return Status::Ok();
+  auto local = ListLocal(pg);
+  if (!local.ok()) return local.status();
+  std::unordered_set<uint64_t> have;
+  have.reserve(local->size());
+  for (const auto& c : *local) have.insert(c.chunk_id);
+
+  // Which peers hold each chunk this brick lacks.
+  std::map<uint64_t, std::vector<size_t>> missing;
+  for (size_t p = 0; p < peers->size(); ++p) {
+    auto listed = ListPeer((*peers)[p], pg);
+    if (!listed.ok()) return listed.status();
+    for (const auto& ref : *listed)
+      if (!have.count(ref.chunk_id())) missing[ref.chunk_id()].push_back(p);
+  }
+  if (missing.empty()) return Status::Ok();
+  chunks_pending_ += missing.size();
+
+  // Spread the pulls over the peers that hold each chunk, then pull from all
+  // of them at once. What a source lacks after all goes to the next holder.
+  std::vector<std::vector<uint64_t>> plan(peers->size());
+  size_t turn = 0;
+  for (auto& [id, holders] : missing) plan[holders[turn++ % holders.size()]].push_back(id);
+  Status result = Status::Ok();
+  for (int round = 0; round < static_cast<int>(peers->size()) && !plan.empty(); ++round) {
+    std::vector<std::vector<uint64_t>> left(peers->size());
+    std::vector<std::thread> pulls;
+    std::vector<Status> statuses(peers->size());
+    for (size_t p = 0; p < peers->size(); ++p) {
+      if (plan[p].empty()) continue;
+      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p]); });
+    }
+    for (auto& t : pulls) t.join();
+    std::vector<std::vector<uint64_t>> next(peers->size());
+    bool any = false;
+    for (size_t p = 0; p < peers->size(); ++p) {
+      if (!statuses[p].ok()) result = statuses[p];
+      for (uint64_t id : left[p]) {
+        // The next holder of this chunk after p, if any.
+        const auto& holders = missing[id];
+        auto at = std::find(holders.begin(), holders.end(), p);
+        if (at != holders.end() && at + 1 != holders.end()) {
+          next[*(at + 1)].push_back(id);
+          any = true;
+        } else {
+          // Every holder lacks it now: deleted meanwhile (or corrupt
+          // everywhere, which scrub and reads report).
+          chunks_pending_ -= std::min<uint64_t>(chunks_pending_.load(), 1);
+        }
+      }
+    }
+    if (!result.ok() || !any) break;
+    plan = std::move(next);
+  }
+  return result;
+}
+
+Status Repairer::RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_ids) {
+  auto peers = PeersOf(pg);
+  if (!peers.ok()) return peers.status();
+  std::vector<uint64_t> want = chunk_ids;
+  for (const auto& peer : *peers) {
+    if (want.empty()) break;
+    proto::ReadChunksRequest req;
+    req.set_pg(pg);
+    for (uint64_t id : want) req.add_chunk_ids(id);
+    proto::ReadChunksReply reply;
+    std::string payload;
+    if (auto s = peers_.Get(peer.address)->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload); !s.ok())
+      continue;
+    size_t offset = 0;
+    std::vector<uint64_t> got;
+    for (const auto& ref : reply.chunks()) {
+      if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size()) break;
+      ChunkWrite w;
+      w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
+      w.bytes.assign(payload, offset, ref.length());
+      offset += ref.length();
+      // The bad copy's own record may be what is damaged (its CRC, say), so
+      // drop it before writing the good one.
+      (void)store_.DeleteSync({w.info});
+      std::vector<ChunkWrite> one;
+      one.push_back(std::move(w));
+      if (auto s = store_.PutSync(std::move(one)); !s.ok()) return s;
+      ++corrupt_rewritten_;
+      got.push_back(ref.chunk_id());
+      SPOOL_LOG_INFO("brickd corrupt_chunk_rewritten pg={} chunk={} from_brick={}", pg, ref.chunk_id(), peer.id);
+    }
+    std::erase_if(want, [&](uint64_t id) { return std::find(got.begin(), got.end(), id) != got.end(); });
+  }
+  if (!want.empty())
+    return Status::Error(EIO, std::to_string(want.size()) + " corrupt chunks of pg " + std::to_string(pg) +
+                                  " have no good copy on a reachable peer");
+  return Status::Ok();
+}
+
+void Repairer::SaveScrubGeneration(uint64_t generation) {
+  if (options_.state_dir.empty()) return;
+  const std::string path = ScrubStatePath(options_.state_dir);
+  {
+    std::ofstream out(path + ".tmp", std::ios::trunc);
+    out << generation << " " << scrub_.passes_completed() << " " << scrub_.last_pass_end_ms() << "\n";
+  }
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+void Repairer::ScrubLoop() {
+  for (;;) {
+    uint64_t generation = 0;
+    {
+      std::unique_lock lock(mu_);
+      for (;;) {
+        if (stopping_) return;
+        if (map_ && scrub_requested_ > scrub_.generation()) {
+          generation = scrub_requested_;
+          break;
+        }
+        const bool periodic = options_.scrub_interval.count() > 0;
+        const uint64_t due_ms =
+            scrub_.last_pass_end_ms() + static_cast<uint64_t>(options_.scrub_interval.count()) * 1000;
+        if (map_ && periodic && scrub_.last_pass_end_ms() != 0 && WallMs() >= due_ms) {
+          generation = scrub_.generation();  // a periodic pass keeps the generation
+          break;
+        }
+        if (map_ && periodic && scrub_.last_pass_end_ms() == 0) {
+          // Never scrubbed: the first periodic pass is one interval after start.
+          scrub_.set_last_pass_end_ms(WallMs());
+        }
+        cv_.wait_for(lock, std::chrono::seconds(1));
+      }
+      scrub_.set_generation(generation);
+      scrub_.set_running(true);
+      scrub_.set_chunks_checked(0);
+      scrub_.set_bytes_checked(0);
+      scrub_.set_corrupt_found(0);
+      scrub_.set_chunks_total(store_.ApproximateChunkCount());
+      SaveScrubGeneration(generation);
+    }
+    SPOOL_LOG_INFO("brickd scrub_started generation={}", generation);
+    Status s = ScrubPass(generation);
+    std::lock_guard lock(mu_);
+    scrub_.set_running(false);
+    if (s.ok()) {
+      scrub_.set_passes_completed(scrub_.passes_completed() + 1);
+      scrub_.set_last_pass_end_ms(WallMs());
+      SaveScrubGeneration(generation);
+      SPOOL_LOG_INFO("brickd scrub_done generation={} chunks={} corrupt={}", generation, scrub_.chunks_checked(),
+                     scrub_.corrupt_found());
+    } else if (s.code() != ESHUTDOWN) {
+      SPOOL_LOG_WARN("brickd scrub_failed generation={} error=\"{}\"", generation, s.ToString());
+    }
+  }
+}
+
+Status Repairer::ScrubPass(uint64_t generation) {
+  (void)generation;
+  uint32_t pg_count = 0;
+  {
+    std::lock_guard lock(mu_);
+    pg_count = map_ ? map_->pg_count() : 0;
+  }
+  for (uint32_t pg = 0; pg < pg_count; ++pg) {
+    auto chunks = ListLocal(pg);
+    if (!chunks.ok()) return chunks.status();
+    size_t i = 0;
+    while (i < chunks->size()) {
+      std::vector<uint64_t> ids;
+      uint64_t bytes = 0;
+      for (; i < chunks->size() && ids.size() < kMaxChunksPerRead && bytes < options_.max_request_bytes; ++i) {
+        ids.push_back((*chunks)[i].chunk_id);
+        bytes += (*chunks)[i].length;
+      }
+      if (!scrub_limiter_.Acquire(bytes)) return Status::Error(ESHUTDOWN, "stopping");
+      auto read = store_.ReadMany(pg, ids, UINT64_MAX);
+      if (!read.ok()) return read.status();
+      for (uint64_t id : read->corrupt) {
+        SPOOL_LOG_WARN("brickd scrub_found_corrupt pg={} chunk={} action=rewrite-from-peer", pg, id);
+        ReportCorrupt(pg, id);
+      }
+      std::lock_guard lock(mu_);
+      scrub_.set_chunks_checked(scrub_.chunks_checked() + ids.size());
+      scrub_.set_bytes_checked(scrub_.bytes_checked() + read->payload.size());
+      scrub_.set_corrupt_found(scrub_.corrupt_found() + read->corrupt.size());
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace spool::brick

@@ -1,0 +1,129 @@
+// Repairer: brings this brick's copies in line with its peers', and scrubs.
+//
+// Catch-up and rebuild. Meta hands out tasks ("PG p, generation g") in
+// heartbeat replies (meta/repair_table.h). For a task the repairer lists the
+// PG on this brick and on every peer of the PG (sorted listings, thousands of
+// chunks per request), takes the chunks some peer has and this brick lacks,
+// and pulls them in bulk: many chunks per ReadChunks request, alternating
+// between the peers that hold them, written locally as one group-committed
+// put per batch. A chunk deleted meanwhile is simply absent from every peer;
+// meta's deletion drainer removes it from this brick too. Then the generation
+// is reported done. Tasks run most degraded first, on a few workers.
+//
+// Bad copies. A chunk that fails verification here (found by a read or by the
+// scrubber) is fetched from a peer and rewritten.
+//
+// Scrub. A background pass reads and verifies every chunk at a bounded rate,
+// every `scrub_interval`, and whenever meta's scrub generation moves past the
+// last one started (`spoolctl scrub`).
+//
+// All background traffic shares one RateLimiter per kind, so repair and
+// scrub never take more than their configured bandwidth.
+//
+// Thread-safe.
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "brickd/chunk_store.h"
+#include "brickd/options.h"
+#include "common/cluster_key.h"
+#include "common/rate_limiter.h"
+#include "common/rpc/client_pool.h"
+#include "spool.pb.h"
+
+namespace spool::brick {
+
+class Repairer {
+ public:
+  Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, RepairOptions options);
+  ~Repairer();  // Stop()
+  Repairer(const Repairer&) = delete;
+  Repairer& operator=(const Repairer&) = delete;
+
+  void Start();
+  void Stop();
+
+  // The current cluster map and this brick's id in it.
+  void SetMap(std::shared_ptr<const proto::ClusterMap> map, uint32_t self_id);
+  // Tasks from a heartbeat reply; repeats of queued or finished ones are fine.
+  void AddTasks(const google::protobuf::RepeatedPtrField<proto::RepairTask>& tasks);
+  // A chunk of this brick failed verification: fetch a good copy, rewrite.
+  void ReportCorrupt(uint32_t pg, uint64_t chunk_id);
+  // Meta's scrub generation: starts a pass if it is newer than the last one.
+  void RequestScrub(uint64_t generation);
+
+  // Moves finished passes into the heartbeat, with progress counters.
+  void FillHeartbeat(proto::HeartbeatRequest* request);
+
+  proto::RepairProgress repair_progress() const;
+  proto::ScrubProgress scrub_progress() const;
+
+ private:
+  struct Task {
+    uint64_t generation = 0;
+    uint32_t severity = 0;
+    std::chrono::steady_clock::time_point not_before{};
+    bool running = false;
+  };
+  struct Peer {
+    uint32_t id = 0;
+    std::string address;
+  };
+
+  void WorkerLoop();
+  void ScrubLoop();
+  // One pass over a PG: list, diff, pull. OK only if every peer was listed
+  // and every missing chunk was copied.
+  Status RunTask(uint32_t pg);
+  Status RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_ids);
+  Status ScrubPass(uint64_t generation);
+  // The PG's other members, with addresses, from the current map.
+  Result<std::vector<Peer>> PeersOf(uint32_t pg);
+  Result<std::vector<proto::ChunkRef>> ListPeer(const Peer& peer, uint32_t pg);
+  Result<std::vector<ChunkInfo>> ListLocal(uint32_t pg);
+  // Reads `ids` from `peer` and stores them here. Ids the peer lacks go to `left`.
+  Status Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left);
+  void SaveScrubGeneration(uint64_t generation);
+  bool Stopping();
+
+  ChunkStore& store_;
+  const RepairOptions options_;
+  rpc::ClientPool peers_;
+  RateLimiter repair_limiter_;
+  RateLimiter scrub_limiter_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;  // tasks, corrupt chunks, scrub requests, stopping_
+  bool stopping_ = false;
+  std::shared_ptr<const proto::ClusterMap> map_;
+  uint32_t self_id_ = 0;
+  std::map<uint32_t, Task> tasks_;                 // by pg
+  std::map<uint32_t, uint64_t> finished_;          // pg -> last generation finished
+  std::vector<proto::RepairDone> done_;            // not yet sent to meta
+  std::map<uint32_t, std::set<uint64_t>> corrupt_;  // pg -> chunk ids to rewrite
+  uint64_t scrub_requested_ = 0;                   // newest generation meta asked for
+  proto::ScrubProgress scrub_;
+
+  std::atomic<uint64_t> chunks_copied_{0};
+  std::atomic<uint64_t> bytes_copied_{0};
+  std::atomic<uint64_t> chunks_pending_{0};
+  std::atomic<uint64_t> corrupt_rewritten_{0};
+
+  std::vector<std::thread> workers_;
+  std::thread scrubber_;
+};
+
+}  // namespace spool::brick
