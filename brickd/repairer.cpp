@@ -216,9 +216,15 @@ void Repairer::WorkerLoop() {
     if (it == tasks_.end()) continue;
     it->second.running = false;
     if (!s.ok()) {
-      it->second.not_before = Clock::now() + options_.retry_after;
-      SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} error=\"{}\" action=retry-in-{}ms", pg, generation,
-                     s.ToString(), options_.retry_after.count());
+      // A peer that is unreachable or a full disk will not heal in seconds:
+      // back off, up to a minute, and log the first failures only.
+      const int failures = ++it->second.failures;
+      const auto delay = std::min<std::chrono::milliseconds>(options_.retry_after * (1 << std::min(failures - 1, 5)),
+                                                             std::chrono::minutes(1));
+      it->second.not_before = Clock::now() + delay;
+      if (failures <= 3 || failures % 20 == 0)
+        SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} failures={} error=\"{}\" action=retry-in-{}ms", pg,
+                       generation, failures, s.ToString(), delay.count());
       cv_.notify_all();
       continue;
     }
