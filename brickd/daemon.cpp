@@ -44,6 +44,7 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
       link.failure_domain = host;
     }
     link.data_dir = options.data_dir;
+    link.reserve_bytes = options.reserve_bytes;
     d->meta_link_ = std::make_unique<MetaLink>(d->runtime_->io(), *key, link);
     d->meta_link_->Start();
   }
