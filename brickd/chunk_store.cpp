@@ -259,6 +259,7 @@ void ChunkStore::CommitLoop() {
     if (compact_pending_ && std::chrono::steady_clock::now() >= compact_at_) {
       compact_pending_ = false;
       auto s = Compact();
+      last_compact_ = std::chrono::steady_clock::now();
       auto space = DiskSpace(options_.db_dir);
       SPOOL_LOG_INFO("chunkstore compacted after deletes on a full disk free={} status=\"{}\"",
                      space.ok() ? space->free_bytes : 0, s.ToString());
@@ -384,9 +385,15 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
     }
     if (low) {
       auto now = std::chrono::steady_clock::now();
-      if (!compact_pending_) compact_deadline_ = now + std::chrono::seconds(5);
+      if (!compact_pending_) {
+        // The first deletes after a quiet second compact at once (before the
+        // next queued write); later ones of the same burst wait for its end.
+        compact_deadline_ = now + std::chrono::seconds(5);
+        compact_at_ = now - last_compact_ >= std::chrono::seconds(1) ? now : now + std::chrono::seconds(1);
+      } else {
+        compact_at_ = std::min(now + std::chrono::seconds(1), compact_deadline_);
+      }
       compact_pending_ = true;
-      compact_at_ = std::min(now + std::chrono::seconds(1), compact_deadline_);
     }
   }
 }

@@ -170,6 +170,7 @@ class ChunkStore {
   bool compact_pending_ = false;        // deletes on a full disk: Compact() at compact_at_
   std::chrono::steady_clock::time_point compact_at_;
   std::chrono::steady_clock::time_point compact_deadline_;  // latest compact_at_ of this burst
+  std::chrono::steady_clock::time_point last_compact_;
   std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};
   std::thread committer_;
