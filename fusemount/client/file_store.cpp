@@ -63,7 +63,18 @@ Status FileStore::Release(uint64_t ino) {
   {
     std::lock_guard lock(inode->mu);
     s = FlushLocked(ino, *inode);
-    if (--inode->opens > 0 || !inode->dirty.empty()) return s;
+    if (--inode->opens > 0) return s;
+    if (!inode->dirty.empty()) {
+      // The last descriptor is gone and its bytes could not be stored; close()
+      // reports the error. Keeping them would hold the memory forever and
+      // retry a write nobody waits for (as the kernel drops pages after a
+      // writeback error it has reported).
+      SPOOL_LOG_WARN("mount dropped unwritten bytes on close ino={} bytes={} error=\"{}\"", ino, inode->dirty_bytes,
+                     s.ToString());
+      inode->dirty.clear();
+      inode->dirty_bytes = 0;
+      inode->extents_valid = false;
+    }
   }
   std::lock_guard lock(mu_);
   auto it = inodes_.find(ino);
