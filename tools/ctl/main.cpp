@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   app.add_option("--cluster-key", key_file, "cluster key file")->required();
   app.add_flag("--json", json, "print JSON instead of text");
   auto* status = app.add_subcommand("status", "bricks, placement groups, namespace size, queues, sessions");
+  // Also after the subcommand, as in `spoolctl status --json`.
+  status->add_flag("--json", json, "print JSON instead of text");
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
 
