@@ -86,6 +86,23 @@ class Cluster:
         self.env = dict(os.environ)
         self.env["SPOOL_BUILD"] = self.build
 
+    @classmethod
+    def attach(cls, dir):
+        """The cluster that `tools/spool up` started in `dir` (from its cluster.env)."""
+        env = {}
+        with open(os.path.join(dir, "cluster.env")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                env[k] = v.strip('"')
+        c = cls.__new__(cls)
+        c.owns_dir = False
+        c.dir = os.path.abspath(dir)
+        c.bricks, c.replicas, c.base_port = int(env["BRICKS"]), int(env["REPLICAS"]), int(env["BASE_PORT"])
+        c.mount, c.meta, c.key, c.build = env["MOUNT"], env["META"], env["KEY"], env["BUILD"]
+        c.env = dict(os.environ)
+        c.env["SPOOL_BUILD"] = c.build
+        return c
+
     def run(self, *args):
         # Own session: a Ctrl-C in the terminal reaches us, not the daemons,
         # so that down() can stop them in order (mount first).
