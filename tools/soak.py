@@ -353,20 +353,28 @@ class Soak:
                 time.sleep(rng.uniform(0, 2 * pause))
 
     # -- checks at the end
-    def wait_healthy(self, timeout):
-        """Seconds until every brick is up and no PG is degraded, or None."""
+    def wait_healthy(self, timeout, settle=6.0):
+        """Seconds until every brick is up and no PG is degraded, or None.
+        Healthy must hold for `settle` seconds, longer than meta takes to mark
+        a silent brick down (5 s), so that a brick that died just now counts."""
         start = time.monotonic()
-        last, err = None, None
-        while time.monotonic() - start < timeout:
+        last, err, since = None, None, None
+        while time.monotonic() - start < timeout + settle:
             try:
                 last = self.agent.call("status")
                 err = None
                 bricks = last.get("bricks", [])
                 if (len(bricks) >= self.cluster.bricks and all(b.get("state") == "up" for b in bricks)
                         and last.get("pgs_degraded") == 0):
-                    return time.monotonic() - start
+                    since = time.monotonic() if since is None else since
+                    if time.monotonic() - since >= settle:
+                        return since - start
+                else:
+                    since = None
+                    if time.monotonic() - start >= timeout:
+                        break
             except Exception as e:
-                err = e
+                err, since = e, None
             time.sleep(0.5)
         import json
         self.fail("cluster not healthy %.0f s after chaos stopped (every brick up, pgs_degraded == 0); "
@@ -710,8 +718,10 @@ def main(argv):
             cluster.kill("brick1")
             log("fault injected: brick1 killed and left down")
         for name in cluster.daemons():
-            if not cluster.alive(name) and not (args.inject_fault == "brick-down" and name == "brick1"):
+            if not cluster.alive(name):
                 soak.fail("%s is not running at the end; last log lines:\n%s" % (name, tail(cluster, name)))
+                if args.inject_fault == "brick-down":
+                    continue  # left down: the health check must notice too
                 try:
                     agent.call("start", name)
                 except AgentError as e:
