@@ -22,6 +22,7 @@ using meta_store::ExtentList;
 using meta_store::InodeRecord;
 
 constexpr uint32_t kFormatVersion = 1;
+const std::string kOpLogFamily = "oplog";
 constexpr size_t kMaxNameBytes = 255;
 constexpr size_t kMaxSymlinkBytes = 4095;
 constexpr size_t kMaxXattrValueBytes = 64 * 1024;
@@ -284,7 +285,11 @@ void Touch(meta_store::InodeRecord* rec, int64_t now, bool mtime) {
 
 // ---------------------------------------------------------------- open / format
 
-Namespace::~Namespace() = default;
+Namespace::~Namespace() {
+  if (!db_) return;
+  for (auto* h : {default_cf_, log_cf_})
+    if (h) db_->DestroyColumnFamilyHandle(h);
+}
 
 Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const std::string& cluster_id,
                                                    uint32_t pg_count, uint32_t replicas, uint64_t op_log_tail) {
@@ -298,15 +303,34 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const
   // SyncWal(); with a manual WAL flush a write does not even cost a write(2):
   // the WAL buffer goes to the file once per group, then is fsynced.
   options.manual_wal_flush = true;
+  options.create_missing_column_families = true;
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.block_cache = rocksdb::NewLRUCache(128 << 20);
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Most lookups of an op are for names that do not exist yet (create,
+  // rename's target): a whole-key bloom filter on the memtable answers them
+  // without searching it.
+  options.memtable_whole_key_filtering = true;
+  options.memtable_prefix_bloom_size_ratio = 0.02;
+  // The operation log is append-only and only read back in order: its own
+  // family keeps it out of the namespace's memtable (every op adds to it at
+  // the end, a cheap insert), uncompressed since it lives briefly.
+  rocksdb::ColumnFamilyOptions log_options;
+  log_options.write_buffer_size = 16 << 20;
+  log_options.compression = rocksdb::kNoCompression;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(options)},
+      {kOpLogFamily, log_options},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(options, dir, &raw);
+  auto s = rocksdb::DB::Open(rocksdb::DBOptions(options), dir, families, &handles, &raw);
   if (!s.ok()) return Err(EIO, "open rocksdb " + dir + ": " + s.ToString());
   std::unique_ptr<Namespace> ns(new Namespace());
   ns->db_.reset(raw);
+  ns->default_cf_ = handles[0];
+  ns->log_cf_ = handles[1];
   ns->op_log_tail_ = std::max<uint64_t>(op_log_tail, 1);
 
   std::string v;
@@ -328,6 +352,7 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const
   ns->pg_count_ = format.pg_count();
   ns->replicas_ = format.replicas();
   if (auto l = ns->LoadCounters(); !l.ok()) return l;
+  if (auto m = ns->MoveOldOpLog(); !m.ok()) return m;
   return ns;
 }
 
@@ -376,6 +401,24 @@ Status Namespace::LoadCounters() {
   return Status::Ok();
 }
 
+// Databases written before the op log had its own family kept it under 'L'
+// in the default one. It is only a tail for followers and debugging, so it
+// is dropped rather than copied.
+Status Namespace::MoveOldOpLog() {
+  const std::string prefix(1, 'L'), end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  it->Seek(prefix);
+  if (!it->status().ok()) return FromRocks(it->status(), "scan old op log");
+  if (!it->Valid()) return Status::Ok();
+  SPOOL_LOG_INFO("meta dropping op log tail kept in the default column family");
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->DeleteRange(wo, db_->DefaultColumnFamily(), prefix, end), "drop old op log");
+}
+
 Status Namespace::ValidateName(const std::string& name) {
   if (name.empty()) return Err(EINVAL, "empty name");
   if (name.size() > kMaxNameBytes) return Err(ENAMETOOLONG, "name longer than 255 bytes");
@@ -412,9 +455,8 @@ Result<OpOutcome> Namespace::Apply(proto::MetaOp& op, const IsOpen& is_open) {
   t.Flush();
   t.c.op_seq++;
   op.set_seq(t.c.op_seq);
-  t.Put(keys::OpLog(op.seq()), op.SerializeAsString());
-  if (op.seq() > op_log_tail_) t.Delete(keys::OpLog(op.seq() - op_log_tail_));
   // The op succeeded: it joins the pending group.
+  pending_log_.emplace_back(keys::OpLog(op.seq()), op.SerializeAsString());
   if (pending_.empty()) {
     pending_.swap(t.writes());
   } else {
@@ -437,7 +479,16 @@ Status Namespace::CommitGroup() {
   const Counters& c = counters_;
   batch.Put(keys::Counters(),
             EncodeCounters(c.next_ino, c.next_chunk_id, c.op_seq, c.inodes, c.deletion_queue, c.reserved));
+  for (const auto& [k, v] : pending_log_) batch.Put(log_cf_, k, v);
+  // Keep the last op_log_tail_ entries: drop the ones this group pushed out.
+  if (c.op_seq > op_log_tail_) {
+    const uint64_t drop_end = c.op_seq - op_log_tail_ + 1;
+    const uint64_t drop_begin =
+        committed_counters_.op_seq > op_log_tail_ ? committed_counters_.op_seq - op_log_tail_ + 1 : 1;
+    batch.DeleteRange(log_cf_, keys::OpLog(drop_begin), keys::OpLog(drop_end));
+  }
   pending_.clear();
+  pending_log_.clear();
   pending_ops_ = 0;
   rocksdb::WriteOptions wo;
   wo.sync = false;  // the applier syncs the WAL once per group
@@ -1061,6 +1112,17 @@ Status Namespace::RecordRepair(uint64_t chunk_id, const std::string& reason) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(db_->Put(wo, keys::Repair(chunk_id), reason), "record repair");
+}
+
+std::vector<proto::MetaOp> Namespace::ReadOpLog(uint64_t from_seq, size_t max) const {
+  std::vector<proto::MetaOp> ops;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log_cf_));
+  for (it->Seek(keys::OpLog(from_seq)); it->Valid() && ops.size() < max; it->Next()) {
+    proto::MetaOp op;
+    if (!op.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
+    ops.push_back(std::move(op));
+  }
+  return ops;
 }
 
 bool Namespace::IsOrphan(uint64_t ino) const {

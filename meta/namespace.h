@@ -93,6 +93,9 @@ class Namespace {
   Result<std::string> GetXattr(uint64_t ino, const std::string& name) const;
   Result<std::vector<std::string>> ListXattr(uint64_t ino) const;
   bool IsOrphan(uint64_t ino) const;
+  // Up to `max` logged ops from sequence number `from_seq` on, in order
+  // (only the last op_log_tail are kept).
+  std::vector<proto::MetaOp> ReadOpLog(uint64_t from_seq, size_t max) const;
   // Records a chunk copy to repair (a bad copy reported by a reader). Not a
   // namespace mutation: written directly, synced, outside the op log.
   Status RecordRepair(uint64_t chunk_id, const std::string& reason);
@@ -111,6 +114,7 @@ class Namespace {
   Namespace() = default;
   Status Format(const std::string& cluster_id, uint32_t pg_count, uint32_t replicas);
   Status LoadCounters();
+  Status MoveOldOpLog();
 
   Status ApplyCreate(Txn& t, const proto::CreateRequest& r, OpOutcome* out);
   Status ApplyUnlink(Txn& t, const proto::UnlinkRequest& r, OpOutcome* out);
@@ -125,6 +129,8 @@ class Namespace {
   Status ApplyChunksDeleted(Txn& t, const proto::DeleteChunksRequest& r, OpOutcome* out);
 
   std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;  // as opened (db_->DefaultColumnFamily() is the same)
+  rocksdb::ColumnFamilyHandle* log_cf_ = nullptr;      // the operation log (keys::OpLog)
   uint32_t pg_count_ = 0;
   uint32_t replicas_ = 0;
   uint64_t op_log_tail_ = 0;
@@ -145,6 +151,7 @@ class Namespace {
   // The pending group: every key its ops wrote, with its last value
   // (nullopt: deleted). Applier thread only.
   std::map<std::string, std::optional<std::string>, std::less<>> pending_;
+  std::vector<std::pair<std::string, std::string>> pending_log_;  // op-log key, MetaOp
   size_t pending_ops_ = 0;
 
   std::atomic<uint64_t> inodes_{0}, op_seq_{0}, deletion_queue_{0};

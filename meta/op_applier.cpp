@@ -1,5 +1,6 @@
 #include "meta/op_applier.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <future>
@@ -78,6 +79,7 @@ Result<OpOutcome> OpApplier::ApplyOne(proto::MetaOp& op, GroupState& group) {
 }
 
 void OpApplier::RunApplier() {
+  pthread_setname_np(pthread_self(), "meta-apply");
   std::deque<Pending> queue;
   std::vector<Applied> done;
   GroupState group;
@@ -136,6 +138,7 @@ void OpApplier::RunApplier() {
 }
 
 void OpApplier::RunSyncer() {
+  pthread_setname_np(pthread_self(), "meta-sync");
   std::vector<Applied> group;
   for (;;) {
     {
