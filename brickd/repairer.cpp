@@ -93,12 +93,13 @@ void Repairer::AddTasks(const google::protobuf::RepeatedPtrField<proto::RepairTa
     for (const auto& t : tasks) {
       if (t.pg() >= kMaxPgCount) continue;
       auto f = finished_.find(t.pg());
-      if (f != finished_.end() && f->second >= t.generation()) {
+      if (f != finished_.end() && f->second == t.generation()) {
         // Finished already; our report may have been lost with a heartbeat.
         proto::RepairDone d;
         d.set_pg(t.pg());
-        d.set_generation(f->second);
-        if (std::none_of(done_.begin(), done_.end(), [&](const auto& x) { return x.pg() == t.pg(); }))
+        d.set_generation(t.generation());
+        if (std::none_of(done_.begin(), done_.end(),
+                         [&](const auto& x) { return x.pg() == t.pg() && x.generation() == t.generation(); }))
           done_.push_back(d);
         continue;
       }
