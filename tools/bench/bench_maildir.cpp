@@ -110,11 +110,6 @@ PhaseResult RunPhase(const std::string& name, size_t n, int threads, Op op) {
   return r;
 }
 
-double Percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  return sorted[std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()))];
-}
-
 void Print(const PhaseResult& r) {
   std::printf("%-8s %8zu ops %9.1f ops/s %8.2f MB/s  p50 %8.0f us  p99 %9.0f us  errors %zu\n", r.name.c_str(),
               r.ops, r.ops / r.seconds, r.bytes / r.seconds / 1e6, Percentile(r.latencies_us, 0.5),

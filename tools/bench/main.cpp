@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
       {"chunks", spool::bench::RunChunks, "brickd puts/gets vs one fsynced file per message"},
       {"meta", spool::bench::RunMeta, "metadata mutations/s and large readdir"},
       {"maildir", spool::bench::RunMaildir, "maildir deliver/scan/read/flag/expunge on --root DIR"},
+      {"rebuild", spool::bench::RunRebuild, "rebuild a wiped brick of a 3-brick cluster vs rsync"},
   };
   if (argc >= 2) {
     for (auto& s : subs)
