@@ -55,7 +55,6 @@ class LocalCluster {
   const std::string& key_path() const { return key_path_; }
   std::string dir() const { return dir_.path(); }
   std::string brick_dir(int index) const { return dir_.Sub("brick" + std::to_string(index)); }
-  std::string brick_address(int index) const { return "127.0.0.1:" + std::to_string(brick_ports_[index]); }
   pid_t brick_pid(int index) const { return bricks_[index]->pid(); }  // -1 if not running
 
  private:
