@@ -471,8 +471,10 @@ void Repairer::ScrubLoop() {
           break;
         }
         if (map_ && periodic && scrub_.last_pass_end_ms() == 0) {
-          // Never scrubbed: the first periodic pass is one interval after start.
+          // Never scrubbed: the first periodic pass is one interval after the
+          // first start (kept, so that restarts do not push it back).
           scrub_.set_last_pass_end_ms(WallMs());
+          SaveScrubGeneration(scrub_.generation());
         }
         cv_.wait_for(lock, std::chrono::seconds(1));
       }
