@@ -31,6 +31,23 @@ rpc::RpcClientOptions PeerRpcOptions(std::chrono::milliseconds timeout) {
 
 std::string ScrubStatePath(const std::string& dir) { return dir + "/scrub.state"; }
 
+// Splits a ReadChunks reply from brick `from` into the chunks it carries.
+Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& reply, const std::string& payload,
+                                                 uint32_t pg, uint32_t from) {
+  std::vector<ChunkWrite> writes;
+  size_t offset = 0;
+  for (const auto& ref : reply.chunks()) {
+    if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size())
+      return Status::Error(EPROTO, "brick " + std::to_string(from) + " sent a malformed bulk read");
+    ChunkWrite w;
+    w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
+    w.bytes.assign(payload, offset, ref.length());
+    offset += ref.length();
+    writes.push_back(std::move(w));
+  }
+  return writes;
+}
+
 }  // namespace
 
 Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, RepairOptions options)
@@ -310,17 +327,11 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, 
     if (!s.ok())
       return Status::Error(s.code(), "read pg " + std::to_string(pg) + " from brick " + std::to_string(peer.id) +
                                          ": " + s.message());
-    std::vector<ChunkWrite> writes;
-    size_t offset = 0;
-    for (const auto& ref : reply.chunks()) {
-      if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size())
-        return Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " sent a malformed bulk read");
-      ChunkWrite w;
-      w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
-      w.bytes.assign(payload, offset, ref.length());
-      offset += ref.length();
-      writes.push_back(std::move(w));
-    }
+    auto parsed = ChunksOfBulkRead(reply, payload, pg, peer.id);
+    if (!parsed.ok()) return parsed.status();
+    std::vector<ChunkWrite> writes = std::move(parsed).value();
+    uint64_t offset = 0;
+    for (const auto& w : writes) offset += w.info.length;
     uint64_t bytes = offset;
     // Spend the bandwidth before writing, so that the next read waits.
     if (!repair_limiter_.Acquire(bytes)) return Status::Error(ESHUTDOWN, "stopping");
@@ -416,14 +427,11 @@ Status Repairer::RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_
     std::string payload;
     if (auto s = peers_.Get(peer.address)->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload); !s.ok())
       continue;
-    size_t offset = 0;
+    auto parsed = ChunksOfBulkRead(reply, payload, pg, peer.id);
+    if (!parsed.ok()) continue;  // try the next peer
     std::vector<uint64_t> got;
-    for (const auto& ref : reply.chunks()) {
-      if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size()) break;
-      ChunkWrite w;
-      w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
-      w.bytes.assign(payload, offset, ref.length());
-      offset += ref.length();
+    for (auto& w : *parsed) {
+      const uint64_t id = w.info.chunk_id;
       // The bad copy's own record may be what is damaged (its CRC, say), so
       // drop it before writing the good one.
       (void)store_.DeleteSync({w.info});
@@ -431,8 +439,8 @@ Status Repairer::RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_
       one.push_back(std::move(w));
       if (auto s = store_.PutSync(std::move(one)); !s.ok()) return s;
       ++corrupt_rewritten_;
-      got.push_back(ref.chunk_id());
-      SPOOL_LOG_INFO("brickd corrupt_chunk_rewritten pg={} chunk={} from_brick={}", pg, ref.chunk_id(), peer.id);
+      got.push_back(id);
+      SPOOL_LOG_INFO("brickd corrupt_chunk_rewritten pg={} chunk={} from_brick={}", pg, id, peer.id);
     }
     std::erase_if(want, [&](uint64_t id) { return std::find(got.begin(), got.end(), id) != got.end(); });
   }
