@@ -14,6 +14,7 @@
 #include "fusemount/client/file_store.h"
 #include "fusemount/client/meta_client.h"
 #include "fusemount/fuse_adapter.h"
+#include "fusemount/invalidator.h"
 
 namespace spool::client {
 
@@ -228,6 +229,8 @@ int RunMount(const MountCommand& command) {
   files = std::make_unique<FileStore>(options, *meta, *chunks);
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
   auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view);
+  Invalidator invalidator(se, *meta, *files);
+  invalidator.Start();
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
                  meta->session_id());
 
@@ -237,6 +240,7 @@ int RunMount(const MountCommand& command) {
   int rc = fuse_session_loop_mt(se, config);
   fuse_loop_cfg_destroy(config);
 
+  invalidator.Stop();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

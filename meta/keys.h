@@ -14,6 +14,9 @@
 //                            own column family "oplog"
 //   B <brick_id:BE32>        BrickEntry (registry; not in the op log)
 //   G                        map epoch (BE64)
+//   A <block>                chunk id block held by a session: BE64 session,
+//                            then a bitmap of the ids commits referenced
+//   Z <block>                chunk id block reclaimed when its session ended
 //
 // The deletion queue is keyed by chunk id rather than by a sequence number:
 // a chunk is queued at most once, and chunks_deleted removes exactly its keys.
@@ -29,6 +32,8 @@ namespace spool::meta::keys {
 
 constexpr uint64_t kSlotBytes = 1ull << 20;
 constexpr uint64_t kRootIno = 1;
+// Chunk ids handed to a session are tracked in aligned blocks of this many.
+constexpr uint64_t kChunkIdsPerBlock = 1024;
 
 inline std::string Format() { return "F"; }
 inline std::string Counters() { return "C"; }
@@ -62,6 +67,8 @@ inline std::string Orphan(uint64_t ino) { return WithIno('O', ino); }
 inline std::string DeleteQueue(uint64_t chunk_id) { return WithIno('Q', chunk_id); }
 inline std::string Repair(uint64_t chunk_id) { return WithIno('R', chunk_id); }
 inline std::string OpLog(uint64_t seq) { return WithIno('L', seq); }
+inline std::string AllocatedBlock(uint64_t block) { return WithIno('A', block); }
+inline std::string ReclaimedBlock(uint64_t block) { return WithIno('Z', block); }
 inline std::string Brick(uint32_t id) {
   std::string k(1, 'B');
   PutBE32(k, id);

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <set>
+
 #include "common/bytes.h"
 #include "common/log.h"
 
@@ -59,6 +61,9 @@ Result<std::unique_ptr<MetaService>> MetaService::Start(const MetaOptions& optio
   if (!ns.ok()) return ns.status();
   m->ns_ = std::move(ns.value());
   m->sessions_ = std::make_unique<SessionTable>(options.session_timeout);
+  // Sessions that held chunk ids when meta stopped get one session timeout
+  // to come back (their mounts keep their session ids across our restart).
+  for (const auto& held : m->ns_->HeldChunkIdBlocks()) m->sessions_->Adopt(held.session);
   m->applier_ = std::make_unique<OpApplier>(*m->ns_, *m->sessions_);
   m->repair_ = std::make_unique<RepairTable>(m->ns_->db());
   if (auto s = m->repair_->Load(); !s.ok()) return s;
@@ -101,6 +106,7 @@ void MetaService::Stop() {
     cv_.notify_all();
   }
   if (housekeeping_.joinable()) housekeeping_.join();
+  invalidations_.Shutdown();
   if (server_) server_->Stop();
   if (drainer_) drainer_->Stop();
   if (applier_) applier_->Stop();  // applies (and answers) what is queued
@@ -110,8 +116,9 @@ void MetaService::Stop() {
 
 void MetaService::SubmitAndReply(proto::MetaOp op, const Responder& responder,
                                  std::function<void(const OpOutcome&, const Responder&)> reply) {
-  applier_->Submit(std::move(op), [responder, reply = std::move(reply)](Result<OpOutcome> r) {
+  applier_->Submit(std::move(op), [this, responder, reply = std::move(reply)](Result<OpOutcome> r) {
     if (!r.ok()) return responder.Fail(r.status());
+    invalidations_.Publish(responder.connection_id(), r->changed_inodes, r->changed_entries);
     reply(*r, responder);
   });
 }
@@ -125,10 +132,36 @@ void MetaService::ReclaimIfOrphan(uint64_t ino) {
   });
 }
 
+void MetaService::ReclaimChunkIdsOf(uint64_t session, uint64_t unused_from) {
+  proto::MetaOp op;
+  auto* r = op.mutable_reclaim_chunk_ids();
+  r->set_session_id(session);
+  r->set_unused_from(unused_from);
+  for (const auto& held : ns_->HeldChunkIdBlocks())
+    if (held.session == session) r->add_blocks(held.block);
+  if (r->blocks_size() == 0) return;
+  const int blocks = r->blocks_size();
+  applier_->Submit(std::move(op), [session, blocks](Result<OpOutcome> result) {
+    if (!result.ok())
+      SPOOL_LOG_WARN("meta reclaim of chunk ids failed session={} blocks={} error=\"{}\"", session, blocks,
+                     result.status().message());
+    else
+      SPOOL_LOG_INFO("meta reclaimed uncommitted chunk ids session={} blocks={}", session, blocks);
+  });
+}
+
+void MetaService::ReclaimChunkIdsOfEndedSessions() {
+  std::set<uint64_t> ended;
+  for (const auto& held : ns_->HeldChunkIdBlocks())
+    if (!sessions_->Known(held.session)) ended.insert(held.session);
+  for (uint64_t session : ended) ReclaimChunkIdsOf(session, 0);
+}
+
 void MetaService::Housekeeping() {
   const auto started = std::chrono::steady_clock::now();
   bool swept_startup_orphans = false;
   auto last_repair_tick = started;
+  auto last_block_sweep = started;
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -142,10 +175,17 @@ void MetaService::Housekeeping() {
       repair_->Reconcile(*registry_->Map());
       repair_->Tick(now);
     }
+    invalidations_.ExpireWatchers(now);
     for (auto& expired : sessions_->ExpireStale(now)) {
       SPOOL_LOG_INFO("meta session_expired id={} open_files={}", expired.session, expired.open_inodes.size());
       locks_.ReleaseSession(expired.session);
       for (uint64_t ino : expired.open_inodes) ReclaimIfOrphan(ino);
+      ReclaimChunkIdsOf(expired.session, 0);
+    }
+    // A block handed to a session just as it ended escapes the reclaim above.
+    if (now - last_block_sweep >= std::chrono::minutes(1)) {
+      last_block_sweep = now;
+      ReclaimChunkIdsOfEndedSessions();
     }
     // Orphans left by a previous run: their sessions died with it. Give
     // clients one session timeout to come back and re-open, then reclaim.
@@ -329,11 +369,13 @@ void MetaService::RegisterHandlers() {
   s.Handle(Method::kAllocChunkIds, Typed<proto::AllocChunkIdsRequest>([this](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_alloc_chunk_ids() = req;
-             const uint32_t count = req.count();
-             SubmitAndReply(std::move(op), r, [count](const OpOutcome& o, const Responder& r2) {
+             // A session that expired while its mount was cut off is taken
+             // back: its old blocks are reclaimed, its new ones are tracked.
+             sessions_->Adopt(req.session_id());
+             SubmitAndReply(std::move(op), r, [](const OpOutcome& o, const Responder& r2) {
                proto::AllocChunkIdsReply reply;
                reply.set_first(o.first_chunk_id);
-               reply.set_count(count);
+               reply.set_count(o.chunk_id_count);
                r2.Reply(reply);
              });
            }));
@@ -400,7 +442,11 @@ void MetaService::RegisterHandlers() {
              auto inos = sessions_->Close(req.session_id());
              locks_.ReleaseSession(req.session_id());
              for (uint64_t ino : inos) ReclaimIfOrphan(ino);
+             ReclaimChunkIdsOf(req.session_id(), req.unused_chunk_ids_from());
              r.Reply(proto::Empty());
+           }));
+  s.Handle(Method::kWatch, Typed<proto::WatchRequest>([this](const auto& req, const Responder& r) {
+             invalidations_.Watch(req, r.connection_id(), [r](const proto::WatchReply& reply) { r.Reply(reply); });
            }));
   s.Handle(Method::kSetLock, Typed<proto::LockRequest>([this](const auto& req, const Responder& r) {
              locks_.SetLock(req, [r](const Status& st) { r.Finish(st); });

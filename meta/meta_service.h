@@ -17,6 +17,7 @@
 #include "common/rpc/server.h"
 #include "meta/cluster_registry.h"
 #include "meta/deletion_drainer.h"
+#include "meta/invalidation_log.h"
 #include "meta/lock_table.h"
 #include "meta/meta_options.h"
 #include "meta/namespace.h"
@@ -43,14 +44,22 @@ class MetaService {
   void RegisterHandlers();
   void Housekeeping();
   void ReclaimIfOrphan(uint64_t ino);
+  // Ends the chunk id blocks of a closed or expired session (see
+  // proto::ReclaimChunkIdsRequest); `unused_from` as its mount reported it.
+  void ReclaimChunkIdsOf(uint64_t session, uint64_t unused_from);
+  void ReclaimChunkIdsOfEndedSessions();
   void SubmitAndReply(proto::MetaOp op, const rpc::Responder& responder,
                       std::function<void(const OpOutcome&, const rpc::Responder&)> reply);
+
+  // Changes kept for mounts' caches: a few seconds of a busy cluster.
+  static constexpr size_t kInvalidationsKept = 1 << 17;
 
   MetaOptions options_;
   ClusterKey key_;
   std::unique_ptr<Namespace> ns_;
   std::unique_ptr<SessionTable> sessions_;
   LockTable locks_;
+  InvalidationLog invalidations_{kInvalidationsKept};
   std::unique_ptr<OpApplier> applier_;
   std::unique_ptr<RepairTable> repair_;
   std::unique_ptr<ClusterRegistry> registry_;

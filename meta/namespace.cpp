@@ -50,6 +50,26 @@ std::string EncodeCounters(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint6
   return v;
 }
 
+// The value of keys::AllocatedBlock: the session holding the block and a
+// bitmap of the ids that a commit referenced.
+struct ChunkIdBlock {
+  uint64_t session = 0;
+  std::string committed;  // keys::kChunkIdsPerBlock bits
+
+  static std::optional<ChunkIdBlock> Parse(std::string_view v) {
+    if (v.size() != 8 + keys::kChunkIdsPerBlock / 8) return std::nullopt;
+    return ChunkIdBlock{GetBE64(v), std::string(v.substr(8))};
+  }
+  std::string Encode() const {
+    std::string v;
+    PutBE64(v, session);
+    return v + committed;
+  }
+  bool AllCommitted() const {
+    return std::all_of(committed.begin(), committed.end(), [](char c) { return static_cast<unsigned char>(c) == 0xff; });
+  }
+};
+
 bool IsDir(const proto::Attr& a) { return S_ISDIR(a.mode()); }
 uint32_t TypeOf(uint32_t mode) { return mode & S_IFMT; }
 
@@ -211,8 +231,12 @@ class Namespace::Txn {
   }
   void PutDirent(uint64_t parent, const std::string& name, uint64_t ino, uint32_t type) {
     Put(keys::Dirent(parent, name), keys::DirentValue(ino, type));
+    changed_entries_.emplace_back(parent, name);
   }
-  void DeleteDirent(uint64_t parent, const std::string& name) { Delete(keys::Dirent(parent, name)); }
+  void DeleteDirent(uint64_t parent, const std::string& name) {
+    Delete(keys::Dirent(parent, name));
+    changed_entries_.emplace_back(parent, name);
+  }
   // True if the directory has any entry, as this op sees it.
   Result<bool> HasEntries(uint64_t dir) {
     const std::string prefix = keys::DirPrefix(dir);
@@ -256,7 +280,10 @@ class Namespace::Txn {
   }
 
   // Serializes the changed inodes; then the op's writes are complete.
-  void Flush() {
+  // Tells `out` which inodes and names the op changed.
+  void Flush(OpOutcome* out) {
+    out->changed_inodes.assign(dirty_.begin(), dirty_.end());
+    out->changed_entries = std::move(changed_entries_);
     for (uint64_t ino : dirty_) {
       auto& rec = inodes_[ino];
       if (rec)
@@ -272,6 +299,7 @@ class Namespace::Txn {
   Writes writes_;
   std::map<uint64_t, std::optional<InodeRecord>> inodes_;  // nullopt: deleted by this op
   std::set<uint64_t> dirty_;
+  std::vector<std::pair<uint64_t, std::string>> changed_entries_;  // (parent, name)
 };
 
 namespace {
@@ -446,13 +474,14 @@ Result<OpOutcome> Namespace::Apply(proto::MetaOp& op, const IsOpen& is_open) {
     case proto::MetaOp::kRemoveXattr: s = ApplyRemoveXattr(t, op.remove_xattr(), &out); break;
     case proto::MetaOp::kReclaimOrphan: s = ApplyReclaimOrphan(t, op.reclaim_orphan(), &out); break;
     case proto::MetaOp::kChunksDeleted: s = ApplyChunksDeleted(t, op.chunks_deleted(), &out); break;
+    case proto::MetaOp::kReclaimChunkIds: s = ApplyReclaimChunkIds(t, op.reclaim_chunk_ids(), &out); break;
     default: s = Err(EINVAL, "empty meta op");
   }
   if (!s.ok()) {
     if (is_open) op.clear_reclaimed();
     return s;
   }
-  t.Flush();
+  t.Flush(&out);
   t.c.op_seq++;
   op.set_seq(t.c.op_seq);
   // The op succeeded: it joins the pending group.
@@ -840,6 +869,7 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, O
     if ((e.file_offset() + e.length() - 1) / keys::kSlotBytes != slot) return Err(EINVAL, "extent crosses a 1 MiB slot");
     by_slot[slot].push_back(&e);
   }
+  if (auto marked = MarkChunkIdsCommitted(t, r); !marked.ok()) return marked;
   for (auto& [slot, news] : by_slot) {
     const std::string key = keys::Extents(r.ino(), slot);
     std::string v;
@@ -873,8 +903,68 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, O
 
 Status Namespace::ApplyAllocChunkIds(Txn& t, const proto::AllocChunkIdsRequest& r, OpOutcome* out) {
   if (r.count() == 0 || r.count() > kMaxAllocChunkIds) return Err(EINVAL, "chunk id count out of range");
-  out->first_chunk_id = t.c.next_chunk_id;
-  t.c.next_chunk_id += r.count();
+  if (r.session_id() == 0) {
+    out->first_chunk_id = t.c.next_chunk_id;
+    out->chunk_id_count = r.count();
+    t.c.next_chunk_id += r.count();
+    return Status::Ok();
+  }
+  constexpr uint64_t kBlock = keys::kChunkIdsPerBlock;
+  const uint64_t first_block = (t.c.next_chunk_id + kBlock - 1) / kBlock;
+  const uint64_t blocks = (r.count() + kBlock - 1) / kBlock;
+  const ChunkIdBlock held{r.session_id(), std::string(kBlock / 8, '\0')};
+  for (uint64_t b = first_block; b < first_block + blocks; ++b) t.Put(keys::AllocatedBlock(b), held.Encode());
+  out->first_chunk_id = first_block * kBlock;
+  out->chunk_id_count = static_cast<uint32_t>(blocks * kBlock);
+  t.c.next_chunk_id = (first_block + blocks) * kBlock;
+  return Status::Ok();
+}
+
+Status Namespace::MarkChunkIdsCommitted(Txn& t, const proto::CommitWriteRequest& r) {
+  constexpr uint64_t kBlock = keys::kChunkIdsPerBlock;
+  std::map<uint64_t, std::vector<uint64_t>> by_block;
+  for (const auto& e : r.extents()) by_block[e.chunk_id() / kBlock].push_back(e.chunk_id() % kBlock);
+  for (const auto& [block, bits] : by_block) {
+    std::string v;
+    auto held = t.Get(keys::AllocatedBlock(block), &v);
+    if (!held.ok()) return held.status();
+    if (!*held) {
+      auto reclaimed = t.Get(keys::ReclaimedBlock(block), &v);
+      if (!reclaimed.ok()) return reclaimed.status();
+      if (*reclaimed)
+        return Err(ESTALE, "chunk ids " + std::to_string(block * kBlock) + ".. were reclaimed when their session ended");
+      continue;  // every id of the block was committed already, or it was handed out without a session
+    }
+    auto parsed = ChunkIdBlock::Parse(v);
+    if (!parsed) return Err(EIO, "corrupt chunk id block " + std::to_string(block));
+    for (uint64_t bit : bits) parsed->committed[bit / 8] = static_cast<char>(parsed->committed[bit / 8] | (1 << (bit % 8)));
+    if (parsed->AllCommitted())
+      t.Delete(keys::AllocatedBlock(block));
+    else
+      t.Put(keys::AllocatedBlock(block), parsed->Encode());
+  }
+  return Status::Ok();
+}
+
+Status Namespace::ApplyReclaimChunkIds(Txn& t, const proto::ReclaimChunkIdsRequest& r, OpOutcome*) {
+  constexpr uint64_t kBlock = keys::kChunkIdsPerBlock;
+  if (r.blocks_size() > 65536) return Err(EINVAL, "too many chunk id blocks");
+  for (uint64_t block : r.blocks()) {
+    std::string v;
+    auto held = t.Get(keys::AllocatedBlock(block), &v);
+    if (!held.ok()) return held.status();
+    if (!*held) continue;
+    auto parsed = ChunkIdBlock::Parse(v);
+    if (!parsed) return Err(EIO, "corrupt chunk id block " + std::to_string(block));
+    if (parsed->session != r.session_id()) continue;
+    for (uint64_t bit = 0; bit < kBlock; ++bit) {
+      const uint64_t id = block * kBlock + bit;
+      if (id == 0 || (r.unused_from() != 0 && id >= r.unused_from())) continue;
+      if (!(parsed->committed[bit / 8] & (1 << (bit % 8)))) t.QueueChunkDeletion(id);
+    }
+    t.Delete(keys::AllocatedBlock(block));
+    t.Put(keys::ReclaimedBlock(block), std::string());
+  }
   return Status::Ok();
 }
 
@@ -1131,6 +1221,21 @@ bool Namespace::IsOrphan(uint64_t ino) const {
 }
 
 std::vector<uint64_t> Namespace::Orphans() const { return ScanIds(db_.get(), 'O', SIZE_MAX); }
+
+std::vector<Namespace::HeldChunkIdBlock> Namespace::HeldChunkIdBlocks() const {
+  std::vector<HeldChunkIdBlock> held;
+  const std::string prefix(1, 'A'), end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    if (it->key().size() != 9) continue;
+    auto parsed = ChunkIdBlock::Parse(it->value().ToStringView());
+    if (parsed) held.push_back({GetBE64(std::string_view(it->key().data() + 1, 8)), parsed->session});
+  }
+  return held;
+}
 std::vector<uint64_t> Namespace::DeletionQueue(size_t max) const { return ScanIds(db_.get(), 'Q', max); }
 std::vector<uint64_t> Namespace::RepairQueue(size_t max) const { return ScanIds(db_.get(), 'R', max); }
 

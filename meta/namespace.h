@@ -38,8 +38,13 @@ namespace spool::meta {
 struct OpOutcome {
   proto::Attr attr;                   // create/link/setattr/commit: the inode after the op
   uint64_t first_chunk_id = 0;        // alloc_chunk_ids
+  uint32_t chunk_id_count = 0;        // alloc_chunk_ids: how many from first_chunk_id
   std::vector<uint64_t> new_orphans;  // inodes whose nlink reached 0 by this op, kept as orphans (open)
   bool created = false;               // create: a new inode (false: existing returned)
+  // What other mounts must stop caching: inodes whose record changed, and
+  // names (parent, name) added, removed or repointed.
+  std::vector<uint64_t> changed_inodes;
+  std::vector<std::pair<uint64_t, std::string>> changed_entries;
 };
 
 struct NamespaceStats {
@@ -100,6 +105,12 @@ class Namespace {
   // namespace mutation: written directly, synced, outside the op log.
   Status RecordRepair(uint64_t chunk_id, const std::string& reason);
   std::vector<uint64_t> Orphans() const;
+  // Chunk id blocks held by sessions (committed state), in block order.
+  struct HeldChunkIdBlock {
+    uint64_t block;
+    uint64_t session;
+  };
+  std::vector<HeldChunkIdBlock> HeldChunkIdBlocks() const;
   // Up to `max` chunk ids waiting in the deletion queue, in id order.
   std::vector<uint64_t> DeletionQueue(size_t max) const;
   std::vector<uint64_t> RepairQueue(size_t max) const;
@@ -127,6 +138,10 @@ class Namespace {
   Status ApplyRemoveXattr(Txn& t, const proto::XattrRequest& r, OpOutcome* out);
   Status ApplyReclaimOrphan(Txn& t, const proto::ReleaseRequest& r, OpOutcome* out);
   Status ApplyChunksDeleted(Txn& t, const proto::DeleteChunksRequest& r, OpOutcome* out);
+  Status ApplyReclaimChunkIds(Txn& t, const proto::ReclaimChunkIdsRequest& r, OpOutcome* out);
+  // Records which ids of a session's blocks the commit references; ESTALE
+  // if one of them belongs to a block reclaimed when its session ended.
+  Status MarkChunkIdsCommitted(Txn& t, const proto::CommitWriteRequest& r);
 
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;  // as opened (db_->DefaultColumnFamily() is the same)

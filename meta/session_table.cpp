@@ -46,15 +46,30 @@ std::vector<uint64_t> SessionTable::Close(uint64_t session) {
   return DropLocked(session);
 }
 
-void SessionTable::AddOpen(uint64_t session, uint64_t ino) {
-  if (session == 0) return;
-  std::lock_guard lock(mu_);
+SessionTable::Session& SessionTable::AdoptLocked(uint64_t session) {
   auto [it, inserted] = sessions_.try_emplace(session);
   if (inserted) {
     it->second.host = "(adopted)";
     it->second.renewed = Clock::now();
   }
-  ++it->second.opens[ino];
+  return it->second;
+}
+
+void SessionTable::Adopt(uint64_t session) {
+  if (session == 0) return;
+  std::lock_guard lock(mu_);
+  AdoptLocked(session);
+}
+
+bool SessionTable::Known(uint64_t session) const {
+  std::lock_guard lock(mu_);
+  return sessions_.count(session) != 0;
+}
+
+void SessionTable::AddOpen(uint64_t session, uint64_t ino) {
+  if (session == 0) return;
+  std::lock_guard lock(mu_);
+  ++AdoptLocked(session).opens[ino];
   ++open_count_[ino];
 }
 

@@ -31,6 +31,10 @@ class SessionTable {
   // adopted (a client riding through a meta restart opens before its next
   // heartbeat); it expires like any other if never renewed.
   void AddOpen(uint64_t session, uint64_t ino);
+  // Adopts `session` if unknown (as AddOpen does), so that it expires unless
+  // its client renews it: a session that holds chunk ids after a restart.
+  void Adopt(uint64_t session);
+  bool Known(uint64_t session) const;
   // Drops one open; true if `ino` is now open by no session at all.
   bool RemoveOpen(uint64_t session, uint64_t ino);
   bool IsOpen(uint64_t ino) const;
@@ -52,6 +56,7 @@ class SessionTable {
     std::map<uint64_t, uint32_t> opens;  // ino -> open count
   };
   std::vector<uint64_t> DropLocked(uint64_t session);  // REQUIRES: mu_ held
+  Session& AdoptLocked(uint64_t session);              // REQUIRES: mu_ held
 
   const std::chrono::milliseconds timeout_;
   mutable std::mutex mu_;  // guards everything below

@@ -1,5 +1,7 @@
 #include "common/rpc/connection.h"
 
+#include <atomic>
+
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/rpc/handshake.h"
@@ -11,6 +13,12 @@ namespace spool::rpc {
 using asio::use_awaitable;
 
 namespace {
+
+uint64_t NextConnectionId() {
+  static std::atomic<uint64_t> next{1};
+  return next++;
+}
+
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 
 std::string PeerName(const asio::ip::tcp::socket& s) {
@@ -27,7 +35,8 @@ Connection::Connection(asio::ip::tcp::socket socket, ClusterKey key, std::string
       handshake_timer_(strand_),
       key_(std::move(key)),
       component_(std::move(component)),
-      peer_(PeerName(socket_)) {
+      peer_(PeerName(socket_)),
+      id_(NextConnectionId()) {
   asio::error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
 }

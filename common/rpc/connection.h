@@ -43,6 +43,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Close(const Status& why);
 
   const std::string& peer() const { return peer_; }
+  // Unique among the connections of this process, never reused.
+  uint64_t id() const { return id_; }
 
  private:
   struct OutFrame {
@@ -66,6 +68,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ClusterKey key_;
   std::string component_;
   std::string peer_;
+  const uint64_t id_;
   FrameHandler on_frame_;
   CloseHandler on_close_;
   // Guarded by strand_.

@@ -55,6 +55,7 @@ enum class Method : uint16_t {
   kCloseSession = 402,          // SessionHeartbeatRequest -> Empty
   kSetLock = 403,               // LockRequest         -> Empty
   kGetLock = 404,               // LockRequest         -> LockReply
+  kWatch = 405,                 // WatchRequest        -> WatchReply (long poll)
 };
 
 }  // namespace spool::rpc

@@ -31,6 +31,11 @@ Responder::Responder(std::weak_ptr<Connection> connection, uint16_t method, uint
   state_->request_id = request_id;
 }
 
+uint64_t Responder::connection_id() const {
+  auto c = state_->connection.lock();
+  return c ? c->id() : 0;
+}
+
 void Responder::Reply(const google::protobuf::MessageLite& header, std::string payload) const {
   state_->Send(0, header, std::move(payload));
 }

@@ -35,6 +35,9 @@ class Responder {
   void Fail(const Status& status) const;
   // Reply(Empty) if ok, else Fail.
   void Finish(const Status& status) const;
+  // The id of the connection the request came on (Connection::id), 0 if it
+  // is gone: tells apart the requests of different clients.
+  uint64_t connection_id() const;
 
  private:
   struct State;

@@ -84,17 +84,6 @@ void ChunkCache::Put(uint64_t chunk_id, std::shared_ptr<const std::string> bytes
 ChunkClient::ChunkClient(const MountOptions& options, MetaClient& meta, ClusterView& view, rpc::ClientPool& bricks)
     : options_(options), meta_(meta), view_(view), bricks_(bricks), cache_(options.chunk_cache_bytes) {}
 
-Result<uint64_t> ChunkClient::NextChunkId() {
-  std::lock_guard lock(id_mu_);
-  if (next_id_ == end_id_) {
-    auto first = meta_.AllocChunkIds(options_.chunk_id_batch);
-    if (!first.ok()) return first.status();
-    next_id_ = *first;
-    end_id_ = *first + options_.chunk_id_batch;
-  }
-  return next_id_++;
-}
-
 bool ChunkClient::Suspect(uint32_t brick_id) {
   std::lock_guard lock(suspect_mu_);
   auto it = suspect_until_.find(brick_id);

@@ -87,9 +87,6 @@ class ChunkClient {
   // Reads and verifies a whole chunk.
   Result<std::shared_ptr<const std::string>> ReadChunk(uint64_t chunk_id, uint32_t crc32c, uint32_t length);
 
-  // Hands out chunk ids, fetching ranges from meta.
-  Result<uint64_t> NextChunkId();
-
  private:
   MountOptions options_;
   MetaClient& meta_;
@@ -102,9 +99,6 @@ class ChunkClient {
   void MarkSuspect(uint32_t brick_id);
   std::mutex suspect_mu_;  // guards suspect_until_
   std::unordered_map<uint32_t, std::chrono::steady_clock::time_point> suspect_until_;
-  std::mutex id_mu_;  // guards next_id_, end_id_
-  uint64_t next_id_ = 0;
-  uint64_t end_id_ = 0;
 };
 
 }  // namespace spool::client

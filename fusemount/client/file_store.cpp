@@ -140,6 +140,24 @@ Status FileStore::Flush(uint64_t ino) {
 
 Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   if (inode.dirty.empty()) return Status::Ok();
+  auto attr = WriteDirty(ino, inode);
+  if (attr.status().code() == ESTALE) {
+    // Our session ended at meta while we were cut off, and the chunk ids of
+    // this flush were reclaimed with it: write the chunks again under new ids.
+    SPOOL_LOG_WARN("mount chunk ids reclaimed by meta, writing again ino={} error=\"{}\"", ino,
+                   attr.status().message());
+    meta_.ForgetChunkIds();
+    attr = WriteDirty(ino, inode);
+  }
+  if (!attr.ok()) return attr.status();
+  inode.dirty.clear();
+  inode.dirty_bytes = 0;
+  inode.size = attr->size();
+  inode.extents_valid = false;
+  return Status::Ok();
+}
+
+Result<proto::Attr> FileStore::WriteDirty(uint64_t ino, const Inode& inode) {
   std::vector<ChunkToWrite> chunks;
   proto::CommitWriteRequest commit;
   commit.set_ino(ino);
@@ -150,7 +168,7 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
     while (pos < end) {
       uint64_t slot_end = (pos / kSlotBytes + 1) * kSlotBytes;
       uint64_t piece_end = std::min(end, slot_end);
-      auto id = chunks_.NextChunkId();
+      auto id = meta_.NextChunkId();
       if (!id.ok()) return id.status();
       ChunkToWrite chunk;
       chunk.chunk_id = *id;
@@ -177,18 +195,17 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   commit.set_min_size(max_end);
   commit.set_mtime_ns(NowNs());
   auto attr = meta_.CommitWrite(commit);
-  if (!attr.ok()) {
+  if (!attr.ok() && attr.status().code() != ESTALE)
     SPOOL_LOG_ERROR("mount commit failed ino={} error=\"{}\"", ino, attr.status().ToString());
-    return attr.status();
-  }
-  inode.dirty.clear();
-  inode.dirty_bytes = 0;
-  inode.size = attr->size();
-  inode.extents_valid = false;
-  return Status::Ok();
+  return attr;
+}
+
+void FileStore::Invalidate(uint64_t ino) {
+  if (auto inode = Find(ino)) inode->changed_elsewhere = true;
 }
 
 Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
+  if (inode.changed_elsewhere.exchange(false)) inode.extents_valid = false;
   if (inode.extents_valid) return Status::Ok();
   auto reply = meta_.GetExtents(ino);
   if (!reply.ok()) return reply.status();

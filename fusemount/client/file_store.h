@@ -43,6 +43,9 @@ class FileStore {
   void Overlay(proto::Attr& attr);
   // One inode number per open descriptor (for MetaClient's re-registration).
   std::vector<uint64_t> OpenDescriptors();
+  // Another mount changed the file: the next read asks meta for its extents.
+  // Never waits for an inode lock (runs on the invalidation thread).
+  void Invalidate(uint64_t ino);
 
  private:
   struct Inode {
@@ -55,12 +58,15 @@ class FileStore {
     size_t dirty_bytes = 0;
     uint64_t size = 0;  // meta's size, grown by buffered writes
     bool extents_valid = false;
+    std::atomic<bool> changed_elsewhere{false};  // set without `mu` by Invalidate
     std::vector<proto::Extent> extents;  // sorted by file_offset
   };
 
   std::shared_ptr<Inode> Find(uint64_t ino);
   std::shared_ptr<Inode> FindOrAdd(uint64_t ino);
   Status FlushLocked(uint64_t ino, Inode& inode);
+  // Puts the dirty ranges as new chunks and commits them; the inode after it.
+  Result<proto::Attr> WriteDirty(uint64_t ino, const Inode& inode);  // REQUIRES: inode.mu held
   Status LoadExtentsLocked(uint64_t ino, Inode& inode);
   static void AddDirty(Inode& inode, uint64_t offset, std::string_view data);
 

@@ -40,6 +40,10 @@ void MetaClient::Stop() {
   if (session_id_ != 0) {
     proto::SessionHeartbeatRequest request;
     request.set_session_id(session_id_);
+    {
+      std::lock_guard lock(ids_mu_);
+      if (ids_session_ == session_id_ && next_id_ != end_id_) request.set_unused_chunk_ids_from(next_id_);
+    }
     (void)rpc_->CallSync(Method::kCloseSession, request, nullptr, {}, nullptr, std::chrono::milliseconds(1000));
   }
   asio::post(io_, [this] { heartbeat_timer_.cancel(); });
@@ -323,14 +327,43 @@ Result<proto::Attr> MetaClient::CommitWrite(const proto::CommitWriteRequest& req
   return reply.attr();
 }
 
-Result<uint64_t> MetaClient::AllocChunkIds(uint32_t count) {
+Result<proto::AllocChunkIdsReply> MetaClient::AllocChunkIds(uint32_t count) {
   proto::AllocChunkIdsRequest request;
   request.set_count(count);
+  request.set_session_id(session_id_);
   proto::AllocChunkIdsReply reply;
   auto s = Call(Method::kAllocChunkIds, request, &reply);
   if (!s.ok()) return s;
   if (reply.count() < count || reply.first() == 0) return Status::Error(EIO, "meta returned a short chunk id range");
-  return reply.first();
+  return reply;
+}
+
+Result<uint64_t> MetaClient::NextChunkId() {
+  std::lock_guard lock(ids_mu_);
+  if (next_id_ == end_id_ || ids_session_ != session_id_) {
+    const uint64_t session = session_id_;
+    auto block = AllocChunkIds(options_.chunk_id_batch);
+    if (!block.ok()) return block.status();
+    ids_session_ = session;
+    next_id_ = block->first();
+    end_id_ = block->first() + block->count();
+  }
+  return next_id_++;
+}
+
+void MetaClient::ForgetChunkIds() {
+  std::lock_guard lock(ids_mu_);
+  next_id_ = end_id_ = 0;
+}
+
+void MetaClient::Watch(const proto::WatchRequest& request, std::function<void(Result<proto::WatchReply>)> done) {
+  const auto timeout = std::chrono::milliseconds(request.wait_ms()) + options_.rpc_timeout;
+  rpc_->CallAsync(Method::kWatch, request, {}, timeout, [done = std::move(done)](Result<rpc::Frame> result) {
+    if (!result.ok()) return done(result.status());
+    proto::WatchReply reply;
+    if (!result->ParseHeader(reply)) return done(Status::Error(EIO, "malformed watch reply"));
+    done(std::move(reply));
+  });
 }
 
 Result<proto::ClusterMap> MetaClient::GetMap(uint64_t known_epoch) {

@@ -55,8 +55,15 @@ class MetaClient {
   void Release(uint64_t ino);
   Result<proto::GetExtentsReply> GetExtents(uint64_t ino);
   Result<proto::Attr> CommitWrite(const proto::CommitWriteRequest& request);
-  Result<uint64_t> AllocChunkIds(uint32_t count);
+  // A fresh chunk id from the block meta handed to this session (a new block
+  // when it is used up or the session changed).
+  Result<uint64_t> NextChunkId();
+  // Stops using the current block: meta reclaimed it (a commit said ESTALE).
+  void ForgetChunkIds();
   Result<proto::ClusterMap> GetMap(uint64_t known_epoch);
+  // One long poll for what other mounts changed (see proto::WatchRequest);
+  // `done` runs on an io thread. No retries: the caller polls again.
+  void Watch(const proto::WatchRequest& request, std::function<void(Result<proto::WatchReply>)> done);
   Status ReportBadChunk(uint64_t chunk_id, uint32_t pg, uint32_t brick_id);
 
   // Meta keeps who has which file open in memory only. After it restarts (or
@@ -74,6 +81,7 @@ class MetaClient {
   void ReopenSessionAsync();
   void ReRegisterOpenFiles();  // never blocks
   Status OpenSession();
+  Result<proto::AllocChunkIdsReply> AllocChunkIds(uint32_t count);
 
   asio::io_context& io_;
   MountOptions options_;
@@ -88,6 +96,10 @@ class MetaClient {
   std::mutex provider_mu_;  // guards open_files_provider_
   std::function<std::vector<uint64_t>()> open_files_provider_;
   uint32_t lease_ms_ = 30000;
+  std::mutex ids_mu_;  // guards the chunk id block below
+  uint64_t ids_session_ = 0;  // the session that holds [next_id_, end_id_)
+  uint64_t next_id_ = 0;
+  uint64_t end_id_ = 0;
   static constexpr size_t kMethodSlots = 512;
   std::array<std::atomic<uint64_t>, kMethodSlots> calls_{};
 };

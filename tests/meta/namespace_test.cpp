@@ -293,6 +293,64 @@ TEST(NamespaceTest, ChunkIdsAreDurableAndNeverZero) {
   EXPECT_EQ(h.Apply(op).status().code(), EINVAL);
 }
 
+TEST(NamespaceTest, ChunkIdsOfAnEndedSessionAreReclaimedUnlessCommitted) {
+  NsHarness h;
+  constexpr uint64_t kBlock = 1024;
+  const uint64_t session = 77;
+  proto::MetaOp alloc;
+  alloc.mutable_alloc_chunk_ids()->set_count(1000);
+  alloc.mutable_alloc_chunk_ids()->set_session_id(session);
+  auto a = h.Apply(alloc);
+  ASSERT_TRUE(a.ok());
+  // A whole aligned block, recorded for the session.
+  EXPECT_EQ(a->first_chunk_id % kBlock, 0u);
+  EXPECT_EQ(a->chunk_id_count, kBlock);
+  const uint64_t first = a->first_chunk_id;
+  auto held = h.ns->HeldChunkIdBlocks();
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].block, first / kBlock);
+  EXPECT_EQ(held[0].session, session);
+
+  uint64_t f = h.File(kRoot, "f");
+  ASSERT_EQ(Commit(h, f, {MakeExtent(0, 100, first), MakeExtent(100, 100, first + 1)}, 200), 0);
+  // The session ends having handed out ids up to first+4 (first+2, first+3
+  // were put but never committed); ids from first+4 on were never used.
+  proto::MetaOp reclaim;
+  reclaim.mutable_reclaim_chunk_ids()->set_session_id(session);
+  reclaim.mutable_reclaim_chunk_ids()->add_blocks(first / kBlock);
+  reclaim.mutable_reclaim_chunk_ids()->set_unused_from(first + 4);
+  ASSERT_TRUE(h.Apply(reclaim).ok());
+  EXPECT_EQ(h.ns->DeletionQueue(10), (std::vector<uint64_t>{first + 2, first + 3}));
+  EXPECT_TRUE(h.ns->HeldChunkIdBlocks().empty());
+  // A late commit of a reclaimed id is refused: its chunk may be gone.
+  EXPECT_EQ(Commit(h, f, {MakeExtent(0, 10, first + 2)}, 10), ESTALE);
+  EXPECT_EQ(h.Attr(f).size(), 200u);
+
+  // Reclaiming names only the session's own blocks; other sessions keep theirs.
+  alloc.mutable_alloc_chunk_ids()->set_session_id(session + 1);
+  auto b = h.Apply(alloc);
+  ASSERT_TRUE(b.ok());
+  EXPECT_GT(b->first_chunk_id, first);
+  reclaim.mutable_reclaim_chunk_ids()->set_blocks(0, b->first_chunk_id / kBlock);
+  reclaim.mutable_reclaim_chunk_ids()->set_unused_from(0);
+  ASSERT_TRUE(h.Apply(reclaim).ok());
+  ASSERT_EQ(h.ns->HeldChunkIdBlocks().size(), 1u);
+  // A block whose every id was committed is retired; committing its ids
+  // again (a retried commit) is fine.
+  std::vector<proto::Extent> all;
+  for (uint64_t i = 0; i < kBlock; ++i) all.push_back(MakeExtent(i * 10, 10, b->first_chunk_id + i));
+  uint64_t g = h.File(kRoot, "g");
+  ASSERT_EQ(Commit(h, g, all, kBlock * 10), 0);
+  EXPECT_TRUE(h.ns->HeldChunkIdBlocks().empty());
+  EXPECT_EQ(Commit(h, g, {all[0]}, 10), 0);
+  // Survives a restart; ids without a session are not tracked.
+  h.Reopen();
+  EXPECT_EQ(Commit(h, f, {MakeExtent(0, 10, first + 3)}, 10), ESTALE);
+  alloc.mutable_alloc_chunk_ids()->set_session_id(0);
+  ASSERT_TRUE(h.Apply(alloc).ok());
+  EXPECT_TRUE(h.ns->HeldChunkIdBlocks().empty());
+}
+
 TEST(NamespaceTest, Xattrs) {
   NsHarness h;
   uint64_t f = h.File(kRoot, "f");

@@ -139,8 +139,10 @@ int64_t ReferencedChunks(const std::string& dir) {
 
 }  // namespace
 
-TEST(Failure, MountKilledMidWriteLeavesNoPartialMessage) {
-  LocalCluster cluster;
+TEST(Failure, MountKilledMidWriteLeavesNoPartialMessageAndNoGarbage) {
+  ClusterConfig config;
+  config.meta_args = {"--session-timeout-ms", "3000"};
+  LocalCluster cluster(config);
   ASSERT_TRUE(cluster.Start());
   auto mount = cluster.Mount();
   ASSERT_FALSE(mount.empty());
@@ -249,17 +251,26 @@ TEST(Failure, MountKilledMidWriteLeavesNoPartialMessage) {
   }
   for (const auto& [path, body] : acknowledged) EXPECT_TRUE(ReadAll(root + path) == body) << path;
 
-  // Chunks the dead mount stored but never committed stay on the bricks
-  // until something reclaims them (not built yet): report how many.
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // deletion drainer
-  int64_t referenced = ReferencedChunks(again);
-  int64_t held[3];
-  for (int b = 0; b < 3; ++b) held[b] = cluster.BrickChunkCount(b);
+  // Chunks the dead mount stored but never committed are deleted once its
+  // session expired: after every file is removed, the bricks hold nothing.
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // session timeout
+  const int64_t referenced = ReferencedChunks(again);
+  int64_t before[3];
+  for (int b = 0; b < 3; ++b) before[b] = cluster.BrickChunkCount(b);
+  std::filesystem::remove_all(root);
+  int64_t held[3] = {-1, -1, -1};
+  for (int i = 0; i < 300; ++i) {
+    for (int b = 0; b < 3; ++b) held[b] = cluster.BrickChunkCount(b);
+    if (held[0] == 0 && held[1] == 0 && held[2] == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   std::fprintf(stderr,
                "mount kill: %zu acknowledged, %zu files in new+cur all complete, %zu partial files in tmp; chunks "
-               "referenced ~%lld, held by bricks %lld/%lld/%lld (unreferenced ~%lld per brick)\n",
+               "referenced ~%lld, held by bricks %lld/%lld/%lld before removing every file, %lld/%lld/%lld after\n",
                acknowledged.size(), listed, partial_in_tmp, static_cast<long long>(referenced),
-               static_cast<long long>(held[0]), static_cast<long long>(held[1]), static_cast<long long>(held[2]),
-               static_cast<long long>(held[0] - referenced));
+               static_cast<long long>(before[0]), static_cast<long long>(before[1]),
+               static_cast<long long>(before[2]), static_cast<long long>(held[0]), static_cast<long long>(held[1]),
+               static_cast<long long>(held[2]));
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(held[b], 0) << "brick " << b << " keeps chunks nothing references";
   cluster.Unmount(again);
 }

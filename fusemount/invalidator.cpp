@@ -1,0 +1,93 @@
+#include "fusemount/invalidator.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+
+#include "common/log.h"
+
+namespace spool::client {
+namespace {
+
+// How long meta holds a poll with nothing to report. Short enough that a
+// silently dropped connection is noticed soon.
+constexpr uint32_t kWaitMs = 10000;
+
+}  // namespace
+
+struct Invalidator::Poll {
+  std::mutex mu;  // guards everything below
+  std::condition_variable cv;
+  bool stopping = false;
+  uint64_t generation = 0;  // which poll `result` answers
+  std::optional<Result<proto::WatchReply>> result;
+};
+
+Invalidator::Invalidator(fuse_session* session, MetaClient& meta, FileStore& files)
+    : session_(session), meta_(meta), files_(files), poll_(std::make_shared<Poll>()) {}
+
+Invalidator::~Invalidator() { Stop(); }
+
+void Invalidator::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void Invalidator::Stop() {
+  {
+    std::lock_guard lock(poll_->mu);
+    poll_->stopping = true;
+  }
+  poll_->cv.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Invalidator::Run() {
+  proto::WatchRequest request;
+  request.set_wait_ms(kWaitMs);
+  for (uint64_t generation = 1;; ++generation) {
+    {
+      std::lock_guard lock(poll_->mu);
+      if (poll_->stopping) return;
+      poll_->result.reset();
+      poll_->generation = generation;
+    }
+    meta_.Watch(request, [poll = poll_, generation](Result<proto::WatchReply> result) {
+      std::lock_guard lock(poll->mu);
+      if (poll->generation != generation) return;
+      poll->result = std::move(result);
+      poll->cv.notify_all();
+    });
+    std::unique_lock lock(poll_->mu);
+    poll_->cv.wait(lock, [&] { return poll_->stopping || poll_->result.has_value(); });
+    if (poll_->stopping) return;
+    auto result = std::move(*poll_->result);
+    lock.unlock();
+    if (!result.ok()) {
+      // Meta is away (restarting): the calls of the mount wait for it; we
+      // poll again a little later. Its next stream will say reset.
+      std::unique_lock wait(poll_->mu);
+      if (poll_->cv.wait_for(wait, std::chrono::milliseconds(500), [&] { return poll_->stopping; })) return;
+      continue;
+    }
+    if (result->reset() && request.stream_id() != 0)
+      SPOOL_LOG_INFO("mount invalidation stream restarted stream={} last_seq={}: entries cached before rely on "
+                     "their timeouts",
+                     result->stream_id(), result->last_seq());
+    Apply(*result);
+    request.set_stream_id(result->stream_id());
+    request.set_after_seq(result->last_seq());
+  }
+}
+
+void Invalidator::Apply(const proto::WatchReply& reply) {
+  for (const auto& change : reply.changes()) {
+    if (change.ino() != 0) {
+      files_.Invalidate(change.ino());
+      // Attributes and every cached page: another mount rewrote the file.
+      (void)fuse_lowlevel_notify_inval_inode(session_, change.ino(), 0, 0);
+    } else {
+      (void)fuse_lowlevel_notify_inval_entry(session_, change.parent(), change.name().data(), change.name().size());
+    }
+    notifications_++;
+  }
+}
+
+}  // namespace spool::client

@@ -1,0 +1,181 @@
+// Two mounts of one cluster stand for two hosts. Both cache entries and
+// attributes in their kernels for a minute; what one changes must reach the
+// other at once through meta's invalidations, not after the cache lifetime.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "tests/mount/mount_env.h"
+#include "tests/support/cluster.h"
+
+using namespace spool::testing;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Far longer than any test waits: a stale cache would show.
+const std::vector<std::string> kLongCaching = {"--attr-timeout", "60", "--entry-timeout", "60"};
+
+class Coherence : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    cluster_ = new LocalCluster();
+    ASSERT_TRUE(cluster_->Start());
+    a_ = cluster_->Mount(kLongCaching);
+    b_ = cluster_->Mount(kLongCaching);
+    ASSERT_FALSE(a_.empty());
+    ASSERT_FALSE(b_.empty());
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  // A fresh directory, by its path on mount A and on mount B.
+  std::pair<std::string, std::string> Dir() {
+    static int n = 0;
+    std::string name = "/t" + std::to_string(++n);
+    EXPECT_EQ(::mkdir((a_ + name).c_str(), 0755), 0);
+    return {a_ + name, b_ + name};
+  }
+
+  static inline LocalCluster* cluster_ = nullptr;
+  static inline std::string a_, b_;
+};
+
+// Milliseconds until `seen` holds (polling), or -1 after `limit`.
+double MillisUntil(const std::function<bool()>& seen, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto start = Clock::now();
+  while (Clock::now() - start < limit) {
+    if (seen()) return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return -1;
+}
+
+off_t SizeOf(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+ino_t InoOf(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+int64_t MtimeNs(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec : -1;
+}
+
+}  // namespace
+
+TEST_F(Coherence, ChangesOnOneMountAreVisibleOnTheOtherWellBeforeTheCacheLifetime) {
+  auto [a, b] = Dir();
+  std::vector<double> delays;
+  for (int i = 0; i < 20; ++i) {
+    const std::string name = "/f" + std::to_string(i);
+    WriteAll(a + name, std::string(10, 'x'));
+    ASSERT_EQ(SizeOf(b + name), 10);  // B caches the attributes now
+    const auto written = Clock::now();
+    WriteAll(a + name, std::string(1000 + i, 'y'));  // rewritten: size and data change
+    double ms = MillisUntil([&] { return SizeOf(b + name) == 1000 + i; });
+    ASSERT_GE(ms, 0) << "mount B still shows the old size of " << name;
+    delays.push_back(std::chrono::duration<double, std::milli>(Clock::now() - written).count());
+    EXPECT_EQ(ReadAll(b + name), std::string(1000 + i, 'y'));
+  }
+  std::sort(delays.begin(), delays.end());
+  std::fprintf(stderr, "visibility delay (write+close on A -> new size on B): median %.2f ms, max %.2f ms over %zu\n",
+               delays[delays.size() / 2], delays.back(), delays.size());
+  // Loopback goal: well under 100 ms; the cache lifetime is 60 s.
+  EXPECT_LT(delays[delays.size() / 2], 100.0);
+  EXPECT_LT(delays.back(), 1000.0);
+}
+
+TEST_F(Coherence, NamesAndDirectoryTimesFollowRenamesAndUnlinks) {
+  auto [a, b] = Dir();
+  ASSERT_EQ(::mkdir((a + "/new").c_str(), 0700), 0);
+  WriteAll(a + "/uidlist", "version 1\n");
+  WriteAll(a + "/gone", "soon unlinked");
+  // B looks everything up (and caches it).
+  ASSERT_EQ(ReadAll(b + "/uidlist"), "version 1\n");
+  ASSERT_NE(InoOf(b + "/gone"), 0u);
+  const int64_t new_mtime = MtimeNs(b + "/new");
+  ASSERT_GT(new_mtime, 0);
+  ASSERT_EQ(InoOf(b + "/later"), 0u);
+
+  // Dovecot rewrites dovecot-uidlist by writing a temp file and renaming it
+  // over the old one: B must open the new inode, with the new bytes.
+  WriteAll(a + "/uidlist.tmp", "version 2, longer\n");
+  ASSERT_EQ(::rename((a + "/uidlist.tmp").c_str(), (a + "/uidlist").c_str()), 0);
+  EXPECT_GE(MillisUntil([&] { return InoOf(b + "/uidlist") == InoOf(a + "/uidlist"); }), 0);
+  EXPECT_EQ(ReadAll(b + "/uidlist"), "version 2, longer\n");
+  EXPECT_EQ(InoOf(b + "/uidlist.tmp"), 0u);
+
+  ASSERT_EQ(::unlink((a + "/gone").c_str()), 0);
+  EXPECT_GE(MillisUntil([&] { return InoOf(b + "/gone") == 0; }), 0) << "B still sees an unlinked name";
+  WriteAll(a + "/later", "created after B looked");
+  EXPECT_EQ(ReadAll(b + "/later"), "created after B looked");
+
+  // A delivery into new/ changes the directory's mtime, which Dovecot uses
+  // to notice new mail.
+  WriteAll(a + "/new/1.msg", "mail");
+  EXPECT_GE(MillisUntil([&] { return MtimeNs(b + "/new") != new_mtime; }), 0) << "B keeps the old mtime of new/";
+  std::vector<std::string> listed;
+  for (auto& e : std::filesystem::directory_iterator(b + "/new")) listed.push_back(e.path().filename().string());
+  EXPECT_EQ(listed, std::vector<std::string>{"1.msg"});
+}
+
+TEST_F(Coherence, ReaddirOnOneMountWhileAnotherChurnsReturnsEveryStableEntryOnce) {
+  auto [a, b] = Dir();
+  constexpr int kStable = 3000;
+  for (int i = 0; i < kStable; ++i) {
+    int fd = ::open((a + "/s" + std::to_string(i)).c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> churned{0};
+  std::thread churn([&, a = a] {
+    for (int i = 0; !stop; ++i) {
+      std::string p = a + "/c" + std::to_string(i % 500);
+      if (i % 2 == 0) {
+        int fd = ::open(p.c_str(), O_CREAT | O_WRONLY, 0600);
+        if (fd >= 0) ::close(fd);
+      } else {
+        ::unlink(p.c_str());
+      }
+      churned++;
+    }
+  });
+  while (churned < 20) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const int churned_before = churned;
+  const auto listing_started = Clock::now();
+  for (int pass = 0; pass < 4; ++pass) {
+    std::map<std::string, int> seen;
+    for (auto& e : std::filesystem::directory_iterator(b)) seen[e.path().filename().string()]++;
+    int stable = 0;
+    for (auto& [name, count] : seen) {
+      EXPECT_EQ(count, 1) << name << " listed " << count << " times";
+      if (name[0] == 's') ++stable;
+    }
+    EXPECT_EQ(stable, kStable) << "pass " << pass;
+  }
+  const int churned_during = churned - churned_before;
+  const double listing_ms = std::chrono::duration<double, std::milli>(Clock::now() - listing_started).count();
+  stop = true;
+  churn.join();
+  std::fprintf(stderr, "4 listings of %d entries on B took %.0f ms while A made %d creates/unlinks\n", kStable,
+               listing_ms, churned_during);
+  EXPECT_GT(churned_during, 4) << "the listings did not overlap the changes";
+}
