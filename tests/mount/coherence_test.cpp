@@ -3,7 +3,9 @@
 // other at once through meta's invalidations, not after the cache lifetime.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,7 +32,10 @@ const std::vector<std::string> kLongCaching = {"--attr-timeout", "60", "--entry-
 class Coherence : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    cluster_ = new LocalCluster();
+    ClusterConfig config;
+    // A killed mount's locks go when its session expires: seconds here.
+    config.meta_args = {"--session-timeout-ms", "3000"};
+    cluster_ = new LocalCluster(config);
     ASSERT_TRUE(cluster_->Start());
     a_ = cluster_->Mount(kLongCaching);
     b_ = cluster_->Mount(kLongCaching);
@@ -71,6 +76,49 @@ off_t SizeOf(const std::string& path) {
 ino_t InoOf(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+struct flock Range(short type, off_t start, off_t len) {
+  struct flock l {};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = start;
+  l.l_len = len;
+  return l;
+}
+
+// Runs `body` in a child process; what it writes to the pipe comes back
+// one character per step.
+struct Child {
+  pid_t pid = -1;
+  int out = -1;
+  char Next() {
+    char c = 0;
+    return ::read(out, &c, 1) == 1 ? c : '?';
+  }
+  void Reap() {
+    int status = 0;
+    if (pid > 0) ::waitpid(pid, &status, 0);
+    if (out >= 0) ::close(out);
+    pid = -1;
+    out = -1;
+  }
+};
+Child Spawn(const std::function<void(int report_fd)>& body) {
+  int fds[2];
+  if (::pipe(fds) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    body(fds[1]);
+    _exit(0);
+  }
+  ::close(fds[1]);
+  return Child{pid, fds[0]};
+}
+void Report(int fd, bool ok, char yes) {
+  char c = ok ? yes : 'x';
+  (void)!::write(fd, &c, 1);
 }
 
 int64_t MtimeNs(const std::string& path) {
@@ -178,4 +226,78 @@ TEST_F(Coherence, ReaddirOnOneMountWhileAnotherChurnsReturnsEveryStableEntryOnce
   std::fprintf(stderr, "4 listings of %d entries on B took %.0f ms while A made %d creates/unlinks\n", kStable,
                listing_ms, churned_during);
   EXPECT_GT(churned_during, 4) << "the listings did not overlap the changes";
+}
+
+TEST_F(Coherence, FcntlOfdAndFlockLocksHoldAcrossMounts) {
+  auto [a, b] = Dir();
+  WriteAll(a + "/disk.img", std::string(4096, 'd'));
+  int fd = ::open((a + "/disk.img").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  auto posix = Range(F_WRLCK, 0, 100);
+  ASSERT_EQ(::fcntl(fd, F_SETLK, &posix), 0);
+  auto ofd = Range(F_WRLCK, 1000, 10);  // qemu locks its images with OFD locks
+  ASSERT_EQ(::fcntl(fd, F_OFD_SETLK, &ofd), 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+
+  // Another "host" (a process on mount B) sees every lock.
+  auto child = Spawn([b = b](int report) {
+    int cfd = ::open((b + "/disk.img").c_str(), O_RDWR);
+    auto l = Range(F_WRLCK, 50, 10);
+    Report(report, ::fcntl(cfd, F_SETLK, &l) == -1 && (errno == EAGAIN || errno == EACCES), 'P');
+    auto q = Range(F_WRLCK, 0, 1);
+    Report(report, ::fcntl(cfd, F_GETLK, &q) == 0 && q.l_type == F_WRLCK, 'G');
+    auto o = Range(F_RDLCK, 1005, 1);
+    Report(report, ::fcntl(cfd, F_OFD_SETLK, &o) == -1 && (errno == EAGAIN || errno == EACCES), 'O');
+    Report(report, ::flock(cfd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK, 'F');
+    auto free_range = Range(F_WRLCK, 200, 10);
+    Report(report, ::fcntl(cfd, F_SETLK, &free_range) == 0, 'R');
+    // Blocks until mount A's process lets go.
+    auto all = Range(F_WRLCK, 0, 100);
+    Report(report, ::fcntl(cfd, F_SETLKW, &all) == 0, 'W');
+    Report(report, ::fcntl(cfd, F_OFD_SETLKW, &o) == 0, 'V');
+    ::close(cfd);
+  });
+  std::string steps;
+  for (int i = 0; i < 5; ++i) steps += child.Next();
+  EXPECT_EQ(steps, "PGOFR") << "posix conflict, getlk, ofd conflict, flock conflict, free range";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  posix.l_type = F_UNLCK;
+  const auto unlocked = Clock::now();
+  ASSERT_EQ(::fcntl(fd, F_SETLK, &posix), 0);
+  EXPECT_EQ(child.Next(), 'W') << "F_SETLKW on B granted once A unlocked";
+  const double woken_ms = std::chrono::duration<double, std::milli>(Clock::now() - unlocked).count();
+  ofd.l_type = F_UNLCK;
+  ASSERT_EQ(::fcntl(fd, F_OFD_SETLK, &ofd), 0);
+  EXPECT_EQ(child.Next(), 'V') << "F_OFD_SETLKW on B granted once A unlocked";
+  child.Reap();
+  std::fprintf(stderr, "blocked F_SETLKW on mount B woken %.1f ms after the unlock on mount A\n", woken_ms);
+  ::close(fd);
+}
+
+TEST_F(Coherence, LocksOfAKilledMountAreReleasedWhenItsSessionExpires) {
+  auto [a, b] = Dir();
+  WriteAll(a + "/index", "index");
+  const std::string c = cluster_->Mount(kLongCaching);
+  ASSERT_FALSE(c.empty());
+  const std::string on_c = c + a.substr(a_.size()) + "/index";
+  auto holder = Spawn([on_c](int report) {
+    int cfd = ::open(on_c.c_str(), O_RDWR);
+    auto l = Range(F_WRLCK, 0, 0);
+    Report(report, cfd >= 0 && ::fcntl(cfd, F_SETLK, &l) == 0, 'L');
+    ::pause();
+  });
+  ASSERT_EQ(holder.Next(), 'L');
+  int fd = ::open((b + "/index").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  auto l = Range(F_WRLCK, 0, 0);
+  EXPECT_EQ(::fcntl(fd, F_SETLK, &l), -1) << "the lock of mount C's process must hold";
+  const auto killed = Clock::now();
+  cluster_->KillMount(c);  // its host vanished: nobody unlocks
+  ::kill(holder.pid, SIGKILL);
+  holder.Reap();
+  double granted_ms = MillisUntil([&] { return ::fcntl(fd, F_SETLK, &l) == 0; }, std::chrono::seconds(20));
+  ASSERT_GE(granted_ms, 0) << "the dead mount's lock was never released";
+  std::fprintf(stderr, "lock of a SIGKILLed mount released %.0f ms after the kill (session timeout 3000 ms)\n",
+               std::chrono::duration<double, std::milli>(Clock::now() - killed).count());
+  ::close(fd);
 }
