@@ -37,6 +37,12 @@ struct OpenFile {
 
 constexpr uint32_t kReaddirBatch = 1024;
 
+// O_APPEND descriptors bypass the page cache: through it the kernel cuts a
+// write that crosses a page boundary into two requests, and another mount's
+// append could land between the halves. Direct, each write() of up to
+// max_write bytes arrives whole and meta places it whole.
+unsigned AppendsDirectly(const fuse_file_info* fi) { return (fi->flags & O_APPEND) ? 1 : 0; }
+
 }  // namespace
 
 FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view)
@@ -203,7 +209,7 @@ void FuseAdapter::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* file = new OpenFile{ino};
   fi->fh = reinterpret_cast<uint64_t>(file);
   fi->keep_cache = 0;  // close-to-open: drop pages another mount may have changed
-  fi->direct_io = 0;
+  fi->direct_io = AppendsDirectly(fi);
   if (fuse_reply_open(req, fi) != 0) {
     (void)files_.Release(ino);
     meta_.Release(ino);
@@ -226,6 +232,7 @@ void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
   auto* file = new OpenFile{attr->ino()};
   fi->fh = reinterpret_cast<uint64_t>(file);
   fi->keep_cache = 0;
+  fi->direct_io = AppendsDirectly(fi);
   auto e = EntryParam(*attr);
   if (fuse_reply_create(req, &e, fi) != 0) {
     (void)files_.Release(attr->ino());
@@ -240,7 +247,15 @@ void FuseAdapter::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, f
   fuse_reply_buf(req, data->data(), data->size());
 }
 
-void FuseAdapter::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
+void FuseAdapter::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  if (fi->flags & O_APPEND) {
+    // The kernel's offset is its idea of the end, which another mount may
+    // have moved: meta decides where the bytes go.
+    auto end = files_.Append(ino, std::string_view(buf, size));
+    if (!end.ok()) return ReplyStatus(req, end.status());
+    fuse_reply_write(req, size);
+    return;
+  }
   auto s = files_.Write(ino, static_cast<uint64_t>(off), std::string_view(buf, size));
   if (!s.ok()) return ReplyStatus(req, s);
   fuse_reply_write(req, size);

@@ -847,12 +847,51 @@ Status Namespace::ApplySetAttr(Txn& t, const proto::SetAttrRequest& r, OpOutcome
   return Status::Ok();
 }
 
-Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, OpOutcome* out) {
-  auto rec = t.Inode(r.ino());
+namespace {
+
+// An O_APPEND write: its extents, given from offset 0, go after the current
+// end of the file, cut again where they cross a 1 MiB slot.
+proto::CommitWriteRequest PlaceAtEnd(const proto::CommitWriteRequest& r, uint64_t size) {
+  proto::CommitWriteRequest placed = r;
+  placed.clear_extents();
+  placed.set_append(false);
+  placed.set_min_size(size + r.min_size());
+  for (const auto& e : r.extents()) {
+    uint64_t offset = size + e.file_offset();
+    uint32_t left = e.length(), chunk_offset = e.chunk_offset();
+    while (left > 0) {
+      const uint64_t slot_end = (offset / keys::kSlotBytes + 1) * keys::kSlotBytes;
+      const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(left, slot_end - offset));
+      auto* p = placed.add_extents();
+      *p = e;
+      p->set_file_offset(offset);
+      p->set_length(piece);
+      p->set_chunk_offset(chunk_offset);
+      offset += piece;
+      chunk_offset += piece;
+      left -= piece;
+    }
+  }
+  return placed;
+}
+
+}  // namespace
+
+Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& request, OpOutcome* out) {
+  auto rec = t.Inode(request.ino());
   if (!rec.ok()) return rec.status();
   auto* a = (*rec)->mutable_attr();
   if (IsDir(*a)) return Err(EISDIR, "cannot write a directory");
   if (!S_ISREG(a->mode())) return Err(EINVAL, "can only write regular files");
+  if (request.append()) {
+    if (request.min_size() > (1ull << 40) || request.extents_size() > kMaxExtentsPerCommit / 2)
+      return Err(EINVAL, "append too large");
+    for (const auto& e : request.extents())
+      if (e.file_offset() > request.min_size() || e.length() > request.min_size() - e.file_offset())
+        return Err(EINVAL, "appended extent beyond its end");
+  }
+  const proto::CommitWriteRequest placed = request.append() ? PlaceAtEnd(request, a->size()) : proto::CommitWriteRequest();
+  const proto::CommitWriteRequest& r = request.append() ? placed : request;
   if (r.expected_version() != 0 && r.expected_version() != a->version())
     return Err(ESTALE, "inode version is " + std::to_string(a->version()));
   if (r.extents_size() > kMaxExtentsPerCommit) return Err(EINVAL, "too many extents");

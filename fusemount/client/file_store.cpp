@@ -140,15 +140,7 @@ Status FileStore::Flush(uint64_t ino) {
 
 Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   if (inode.dirty.empty()) return Status::Ok();
-  auto attr = WriteDirty(ino, inode);
-  if (attr.status().code() == ESTALE) {
-    // Our session ended at meta while we were cut off, and the chunk ids of
-    // this flush were reclaimed with it: write the chunks again under new ids.
-    SPOOL_LOG_WARN("mount chunk ids reclaimed by meta, writing again ino={} error=\"{}\"", ino,
-                   attr.status().message());
-    meta_.ForgetChunkIds();
-    attr = WriteDirty(ino, inode);
-  }
+  auto attr = WriteRanges(ino, inode.dirty, /*append=*/false);
   if (!attr.ok()) return attr.status();
   inode.dirty.clear();
   inode.dirty_bytes = 0;
@@ -157,14 +149,44 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   return Status::Ok();
 }
 
-Result<proto::Attr> FileStore::WriteDirty(uint64_t ino, const Inode& inode) {
+Result<uint64_t> FileStore::Append(uint64_t ino, std::string_view data) {
+  auto inode = FindOrAdd(ino);
+  std::lock_guard lock(inode->mu);
+  if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
+  if (data.empty()) return inode->size;
+  std::map<uint64_t, std::string> ranges;
+  ranges.emplace(0, std::string(data));
+  auto attr = WriteRanges(ino, ranges, /*append=*/true);
+  if (!attr.ok()) return attr.status();
+  inode->size = attr->size();
+  inode->extents_valid = false;
+  return attr->size();
+}
+
+Result<proto::Attr> FileStore::WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append) {
+  auto attr = PutAndCommit(ino, ranges, append);
+  if (attr.status().code() == ESTALE) {
+    // Our session ended at meta while we were cut off, and the chunk ids of
+    // this write were reclaimed with it: write the chunks again under new ids.
+    SPOOL_LOG_WARN("mount chunk ids reclaimed by meta, writing again ino={} error=\"{}\"", ino,
+                   attr.status().message());
+    meta_.ForgetChunkIds();
+    attr = PutAndCommit(ino, ranges, append);
+  }
+  return attr;
+}
+
+Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges,
+                                            bool append) {
   std::vector<ChunkToWrite> chunks;
   proto::CommitWriteRequest commit;
   commit.set_ino(ino);
-  uint64_t max_end = 0;
-  for (const auto& [offset, bytes] : inode.dirty) {
+  commit.set_append(append);
+  uint64_t max_end = 0, bytes_total = 0;
+  for (const auto& [offset, bytes] : ranges) {
     uint64_t pos = offset, end = offset + bytes.size();
     max_end = std::max(max_end, end);
+    bytes_total += bytes.size();
     while (pos < end) {
       uint64_t slot_end = (pos / kSlotBytes + 1) * kSlotBytes;
       uint64_t piece_end = std::min(end, slot_end);
@@ -188,7 +210,7 @@ Result<proto::Attr> FileStore::WriteDirty(uint64_t ino, const Inode& inode) {
   std::vector<uint64_t> under_replicated;
   auto s = chunks_.PutChunks(chunks, &under_replicated);
   if (!s.ok()) {
-    SPOOL_LOG_ERROR("mount flush failed ino={} bytes={} error=\"{}\"", ino, inode.dirty_bytes, s.ToString());
+    SPOOL_LOG_ERROR("mount flush failed ino={} bytes={} error=\"{}\"", ino, bytes_total, s.ToString());
     return s;
   }
   for (uint64_t id : under_replicated) commit.add_under_replicated_chunks(id);

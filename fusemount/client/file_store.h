@@ -35,6 +35,10 @@ class FileStore {
   Status Release(uint64_t ino);
 
   Status Write(uint64_t ino, uint64_t offset, std::string_view data);
+  // An O_APPEND write: durable at once, placed by meta after the end of the
+  // file as every mount sees it, so that concurrent appenders on several
+  // hosts never overwrite each other. Returns the new size.
+  Result<uint64_t> Append(uint64_t ino, std::string_view data);
   Result<std::string> Read(uint64_t ino, uint64_t offset, size_t size);
   Status Flush(uint64_t ino);
   // Applies a setattr through meta; a size change flushes first.
@@ -65,8 +69,11 @@ class FileStore {
   std::shared_ptr<Inode> Find(uint64_t ino);
   std::shared_ptr<Inode> FindOrAdd(uint64_t ino);
   Status FlushLocked(uint64_t ino, Inode& inode);
-  // Puts the dirty ranges as new chunks and commits them; the inode after it.
-  Result<proto::Attr> WriteDirty(uint64_t ino, const Inode& inode);  // REQUIRES: inode.mu held
+  // Puts `ranges` (offset -> bytes) as new chunks and commits them (with
+  // `append`, after the file's end at meta); the inode after it. Writes
+  // again under new ids if meta reclaimed the ids meanwhile.
+  Result<proto::Attr> WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append);
+  Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append);
   Status LoadExtentsLocked(uint64_t ino, Inode& inode);
   static void AddDirty(Inode& inode, uint64_t offset, std::string_view data);
 

@@ -351,6 +351,39 @@ TEST(NamespaceTest, ChunkIdsOfAnEndedSessionAreReclaimedUnlessCommitted) {
   EXPECT_TRUE(h.ns->HeldChunkIdBlocks().empty());
 }
 
+TEST(NamespaceTest, AppendPlacesExtentsAfterTheEndAndCutsThemAtSlots) {
+  NsHarness h;
+  uint64_t f = h.File(kRoot, "mbox");
+  const uint64_t end = (1u << 20) - 10;
+  ASSERT_EQ(Commit(h, f, {MakeExtent(0, static_cast<uint32_t>(end), 10, 0, static_cast<uint32_t>(end))}, end), 0);
+  proto::MetaOp op;
+  auto* c = op.mutable_commit_write();
+  c->set_ino(f);
+  c->set_append(true);
+  *c->add_extents() = MakeExtent(0, 30, 11);  // 30 bytes from the end: 10 in slot 0, 20 in slot 1
+  c->set_min_size(30);
+  auto r = h.Apply(op);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->attr.size(), end + 30);
+  proto::Attr attr;
+  google::protobuf::RepeatedPtrField<proto::Extent> ex;
+  ASSERT_TRUE(h.ns->GetExtents(f, &attr, &ex).ok());
+  ASSERT_EQ(ex.size(), 3);
+  EXPECT_EQ(ex[1].file_offset(), end);
+  EXPECT_EQ(ex[1].length(), 10u);
+  EXPECT_EQ(ex[1].chunk_offset(), 0u);
+  EXPECT_EQ(ex[2].file_offset(), 1u << 20);
+  EXPECT_EQ(ex[2].length(), 20u);
+  EXPECT_EQ(ex[2].chunk_offset(), 10u);
+  EXPECT_EQ(ex[2].chunk_id(), 11u);
+  // An extent beyond the declared end, or an offset that would wrap, is refused.
+  c->mutable_extents(0)->set_file_offset(~0ull - 5);
+  EXPECT_EQ(h.Apply(op).status().code(), EINVAL);
+  c->mutable_extents(0)->set_file_offset(1);
+  EXPECT_EQ(h.Apply(op).status().code(), EINVAL);
+  EXPECT_EQ(h.Attr(f).size(), end + 30);
+}
+
 TEST(NamespaceTest, Xattrs) {
   NsHarness h;
   uint64_t f = h.File(kRoot, "f");

@@ -301,3 +301,49 @@ TEST_F(Coherence, LocksOfAKilledMountAreReleasedWhenItsSessionExpires) {
                std::chrono::duration<double, std::milli>(Clock::now() - killed).count());
   ::close(fd);
 }
+
+TEST_F(Coherence, AppendersOnTwoMountsLoseNoWrite) {
+  auto [a, b] = Dir();
+  WriteAll(a + "/mbox", "");
+  constexpr int kRecords = 150;
+  auto appender = [](const std::string& path, char who) {
+    return Spawn([path, who](int report) {
+      int fd = ::open(path.c_str(), O_WRONLY | O_APPEND);
+      bool ok = fd >= 0;
+      for (int i = 0; ok && i < kRecords; ++i) {
+        char line[64];
+        int n = std::snprintf(line, sizeof line, "From %c %05d %s\n", who, i, std::string(i % 40, who).c_str());
+        ok = ::write(fd, line, static_cast<size_t>(n)) == n;
+      }
+      ok = ok && ::close(fd) == 0;
+      Report(report, ok, 'D');
+    });
+  };
+  auto first = appender(a + "/mbox", 'A');
+  auto second = appender(b + "/mbox", 'B');
+  EXPECT_EQ(first.Next(), 'D');
+  EXPECT_EQ(second.Next(), 'D');
+  first.Reap();
+  second.Reap();
+  for (const std::string& via : {a, b}) {
+    std::map<std::string, int> lines;
+    std::string all = ReadAll(via + "/mbox");
+    size_t count = 0;
+    for (size_t pos = 0; pos < all.size();) {
+      size_t nl = all.find('\n', pos);
+      if (nl == std::string::npos) nl = all.size();
+      lines[all.substr(pos, nl - pos)]++;
+      ++count;
+      pos = nl + 1;
+    }
+    EXPECT_EQ(count, 2u * kRecords) << "lines in the file read through " << via;
+    for (const auto& [line, n] : lines)
+      if (line.size() < 13 || line.compare(0, 5, "From ") != 0) ADD_FAILURE() << "damaged line '" << line << "'";
+    for (char who : {'A', 'B'})
+      for (int i = 0; i < kRecords; ++i) {
+        char line[64];
+        std::snprintf(line, sizeof line, "From %c %05d %s", who, i, std::string(i % 40, who).c_str());
+        EXPECT_EQ(lines[line], 1) << "record '" << line << "' via " << via;
+      }
+  }
+}
