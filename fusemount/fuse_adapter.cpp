@@ -3,7 +3,10 @@
 #include <sys/file.h>
 #include <sys/xattr.h>
 
+#include <atomic>
 #include <cstring>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "common/log.h"
@@ -30,9 +33,15 @@ void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, s.ok() ?
 
 // What a descriptor remembers between requests.
 struct OpenFile {
-  uint64_t ino = 0;
-  bool posix_locked = false;  // took an fcntl lock: release them on flush
-  bool flocked = false;
+  explicit OpenFile(uint64_t i) : ino(i) {}
+  const uint64_t ino;
+  std::atomic<bool> posix_locked{false};  // took an fcntl lock: release them on flush
+  std::atomic<bool> flocked{false};
+  // Every lock owner that locked through this open file. An OFD lock's
+  // owner is the open file itself; the kernel keeps no local record of locks
+  // a FUSE server holds, so on the last close nobody unlocks them but us.
+  std::mutex owners_mu;  // guards lock_owners
+  std::set<uint64_t> lock_owners;
 };
 
 constexpr uint32_t kReaddirBatch = 1024;
@@ -274,6 +283,16 @@ void FuseAdapter::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto* file = reinterpret_cast<OpenFile*>(fi->fh);
   if (fi->flock_release || (file && file->flocked))
     (void)Lock(req, ino, fi->lock_owner, true, F_UNLCK, 0, UINT64_MAX, false, 0);
+  if (file) {
+    // POSIX owners lost their locks at the flush of their close already;
+    // unlocking them again is harmless. OFD locks end here.
+    std::set<uint64_t> owners;
+    {
+      std::lock_guard lock(file->owners_mu);
+      owners.swap(file->lock_owners);
+    }
+    for (uint64_t owner : owners) (void)Lock(req, ino, owner, false, F_UNLCK, 0, UINT64_MAX, false, 0);
+  }
   auto s = files_.Release(ino);
   meta_.Release(ino);
   delete file;
@@ -490,7 +509,11 @@ void FuseAdapter::SetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, stru
   auto s = Lock(req, ino, fi->lock_owner, false, static_cast<uint32_t>(lock->l_type), start, end, sleep != 0,
                 static_cast<uint32_t>(lock->l_pid));
   if (s.ok() && lock->l_type != F_UNLCK)
-    if (auto* file = reinterpret_cast<OpenFile*>(fi->fh)) file->posix_locked = true;
+    if (auto* file = reinterpret_cast<OpenFile*>(fi->fh)) {
+      file->posix_locked = true;
+      std::lock_guard lock_owners(file->owners_mu);
+      file->lock_owners.insert(fi->lock_owner);
+    }
   ReplyStatus(req, s);
 }
 

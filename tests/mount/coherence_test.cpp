@@ -347,3 +347,22 @@ TEST_F(Coherence, AppendersOnTwoMountsLoseNoWrite) {
       }
   }
 }
+
+TEST_F(Coherence, AnOfdLockEndsWithTheLastCloseOfItsOpenFile) {
+  auto [a, b] = Dir();
+  WriteAll(a + "/img", std::string(100, 'i'));
+  int fd = ::open((a + "/img").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  int dup_fd = ::dup(fd);  // same open file: the lock stays until both are closed
+  auto l = Range(F_WRLCK, 0, 0);
+  ASSERT_EQ(::fcntl(fd, F_OFD_SETLK, &l), 0);
+  int other = ::open((b + "/img").c_str(), O_RDWR);
+  ASSERT_GE(other, 0);
+  EXPECT_EQ(::fcntl(other, F_OFD_SETLK, &l), -1);
+  ::close(fd);
+  EXPECT_EQ(::fcntl(other, F_OFD_SETLK, &l), -1) << "a descriptor of the open file still holds the lock";
+  ::close(dup_fd);
+  EXPECT_GE(MillisUntil([&] { return ::fcntl(other, F_OFD_SETLK, &l) == 0; }, std::chrono::seconds(2)), 0)
+      << "the OFD lock outlived its open file";
+  ::close(other);
+}
