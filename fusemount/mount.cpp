@@ -33,6 +33,8 @@ void Usage() {
                "  --hard-timeout-ms N    how long calls retry through an outage (default 60000)\n"
                "  --attr-timeout S       kernel attribute cache lifetime in seconds (default 1)\n"
                "  --entry-timeout S      kernel entry cache lifetime in seconds (default 1)\n"
+               "  --compact-after-pieces N  rewrite a 1 MiB range whole once it was flushed in N\n"
+               "                         pieces (random overwrites, VM images; default 16, 0 = never)\n"
                "  --log-level L          trace|debug|info|warn|error (default info)\n"
                "  --log-file FILE        log here (also -o log_file=FILE); a detached mount has no stderr\n"
                "  -o OPT[,OPT...]        mount options: allow_other, default_permissions (always on),\n"
@@ -89,6 +91,8 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
         c->options.write_quorum = static_cast<uint32_t>(std::stoul(next()));
       } else if (a == "--hard-timeout-ms") {
         c->options.hard_timeout = std::chrono::milliseconds(std::stol(next()));
+      } else if (a == "--compact-after-pieces") {
+        c->options.compact_after_pieces = static_cast<uint32_t>(std::stoul(next()));
       } else if (a == "--attr-timeout") {
         c->options.attr_timeout_s = std::stod(next());
       } else if (a == "--entry-timeout") {
@@ -227,6 +231,7 @@ int RunMount(const MountCommand& command) {
   bricks = std::make_unique<rpc::ClientPool>(runtime->io(), *key, brick_rpc);
   chunks = std::make_unique<ChunkClient>(options, *meta, *view, *bricks);
   files = std::make_unique<FileStore>(options, *meta, *chunks);
+  files->StartCompactor();
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
   auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view);
   Invalidator invalidator(se, *meta, *files);

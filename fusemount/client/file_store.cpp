@@ -142,6 +142,8 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   if (inode.dirty.empty()) return Status::Ok();
   auto attr = WriteRanges(ino, inode.dirty, /*append=*/false);
   if (!attr.ok()) return attr.status();
+  CountPieces(ino, inode, inode.dirty);
+  ++inode.flushes;
   inode.dirty.clear();
   inode.dirty_bytes = 0;
   inode.size = attr->size();
@@ -177,11 +179,12 @@ Result<proto::Attr> FileStore::WriteRanges(uint64_t ino, const std::map<uint64_t
 }
 
 Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges,
-                                            bool append) {
+                                            bool append, uint64_t expected_version, int64_t mtime_ns) {
   std::vector<ChunkToWrite> chunks;
   proto::CommitWriteRequest commit;
   commit.set_ino(ino);
   commit.set_append(append);
+  commit.set_expected_version(expected_version);
   uint64_t max_end = 0, bytes_total = 0;
   for (const auto& [offset, bytes] : ranges) {
     uint64_t pos = offset, end = offset + bytes.size();
@@ -215,7 +218,7 @@ Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_
   }
   for (uint64_t id : under_replicated) commit.add_under_replicated_chunks(id);
   commit.set_min_size(max_end);
-  commit.set_mtime_ns(NowNs());
+  commit.set_mtime_ns(mtime_ns != 0 ? mtime_ns : NowNs());
   auto attr = meta_.CommitWrite(commit);
   if (!attr.ok() && attr.status().code() != ESTALE)
     SPOOL_LOG_ERROR("mount commit failed ino={} error=\"{}\"", ino, attr.status().ToString());
@@ -233,6 +236,8 @@ Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
   if (!reply.ok()) return reply.status();
   inode.extents.assign(reply->extents().begin(), reply->extents().end());
   inode.extents_valid = true;
+  inode.version = reply->attr().version();
+  inode.mtime_ns = reply->attr().mtime_ns();
   if (inode.dirty.empty())
     inode.size = reply->attr().size();
   else
@@ -242,41 +247,158 @@ Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
 
 Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) {
   auto inode = FindOrAdd(ino);
-  std::vector<proto::Extent> extents;
-  uint64_t file_size;
-  {
+  // Chunks are read without the inode lock; if a flush (ours, or the
+  // compactor's) moved buffered bytes into chunks meanwhile, the extents we
+  // used are older than those bytes and the buffer no longer has them: read
+  // again.
+  bool retried_stale = false;
+  for (;;) {
+    std::vector<proto::Extent> extents;
+    uint64_t generation;
+    size_t want = size;
+    {
+      std::lock_guard lock(inode->mu);
+      auto s = LoadExtentsLocked(ino, *inode);
+      if (!s.ok()) return s;
+      generation = inode->flushes;
+      if (offset >= inode->size) return std::string();
+      want = static_cast<size_t>(std::min<uint64_t>(size, inode->size - offset));
+      const uint64_t end = offset + want;
+      for (const auto& e : inode->extents)
+        if (e.file_offset() < end && e.file_offset() + e.length() > offset) extents.push_back(e);
+    }
+    std::string out(want, '\0');
+    const uint64_t end = offset + want;
+    auto filled = FillFromExtents(ino, extents, offset, out);
     std::lock_guard lock(inode->mu);
-    auto s = LoadExtentsLocked(ino, *inode);
-    if (!s.ok()) return s;
-    file_size = inode->size;
-    if (offset >= file_size) return std::string();
-    size = static_cast<size_t>(std::min<uint64_t>(size, file_size - offset));
-    uint64_t end = offset + size;
-    for (const auto& e : inode->extents)
-      if (e.file_offset() < end && e.file_offset() + e.length() > offset) extents.push_back(e);
+    if (inode->flushes != generation) continue;
+    if (!filled.ok()) {
+      if (retried_stale) return filled;
+      // A chunk we were pointed at may be gone because another mount (or
+      // our compactor) replaced it after we loaded the extents: once more
+      // with fresh ones.
+      retried_stale = true;
+      inode->extents_valid = false;
+      continue;
+    }
+    for (const auto& [doff, bytes] : inode->dirty) {
+      uint64_t dend = doff + bytes.size();
+      if (dend <= offset || doff >= end) continue;
+      uint64_t from = std::max(offset, doff), to = std::min(end, dend);
+      std::memcpy(out.data() + (from - offset), bytes.data() + (from - doff), to - from);
+    }
+    return out;
   }
-  std::string out(size, '\0');
-  uint64_t end = offset + size;
+}
+
+Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset,
+                                  std::string& out) {
+  const uint64_t end = offset + out.size();
   for (const auto& e : extents) {
+    uint64_t from = std::max<uint64_t>(offset, e.file_offset());
+    uint64_t to = std::min<uint64_t>(end, e.file_offset() + e.length());
+    if (from >= to) continue;
     auto chunk = chunks_.ReadChunk(e.chunk_id(), e.chunk_crc32c(), e.chunk_length());
     if (!chunk.ok()) {
       SPOOL_LOG_ERROR("mount read failed ino={} chunk={} error=\"{}\"", ino, e.chunk_id(), chunk.status().ToString());
       return chunk.status();
     }
-    uint64_t from = std::max<uint64_t>(offset, e.file_offset());
-    uint64_t to = std::min<uint64_t>(end, e.file_offset() + e.length());
     uint64_t in_chunk = e.chunk_offset() + (from - e.file_offset());
     if (in_chunk + (to - from) > (*chunk)->size()) return Status::Error(EIO, "extent beyond its chunk");
     std::memcpy(out.data() + (from - offset), (*chunk)->data() + in_chunk, to - from);
   }
-  std::lock_guard lock(inode->mu);
-  for (const auto& [doff, bytes] : inode->dirty) {
-    uint64_t dend = doff + bytes.size();
-    if (dend <= offset || doff >= end) continue;
-    uint64_t from = std::max(offset, doff), to = std::min(end, dend);
-    std::memcpy(out.data() + (from - offset), bytes.data() + (from - doff), to - from);
+  return Status::Ok();
+}
+
+void FileStore::CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t, std::string>& ranges) {
+  std::vector<uint64_t> due;
+  for (const auto& [offset, bytes] : ranges) {
+    for (uint64_t slot = offset / kSlotBytes; slot <= (offset + bytes.size() - 1) / kSlotBytes; ++slot) {
+      // A whole slot written at once is one chunk already.
+      if (offset <= slot * kSlotBytes && offset + bytes.size() >= (slot + 1) * kSlotBytes) continue;
+      if (options_.compact_after_pieces == 0) continue;  // compaction off
+      if (++inode.pieces_since_compaction[slot] == options_.compact_after_pieces) {
+        inode.pieces_since_compaction.erase(slot);
+        due.push_back(slot);
+      }
+    }
   }
-  return out;
+  if (due.empty()) return;
+  std::lock_guard lock(compact_mu_);
+  for (uint64_t slot : due) compact_queue_.emplace(ino, slot);
+  compact_cv_.notify_one();
+}
+
+Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
+  auto inode = Find(ino);
+  if (!inode) return false;
+  std::lock_guard lock(inode->mu);
+  if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
+  inode->extents_valid = false;
+  if (auto s = LoadExtentsLocked(ino, *inode); !s.ok()) return s;
+  const uint64_t slot_start = slot * kSlotBytes, slot_end = slot_start + kSlotBytes;
+  // Contiguous runs of extents in the slot; holes stay holes.
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // [start, end)
+  std::vector<proto::Extent> in_slot;
+  size_t pieces = 0;
+  for (const auto& e : inode->extents) {
+    if (e.file_offset() >= slot_end || e.file_offset() + e.length() <= slot_start) continue;
+    in_slot.push_back(e);
+    ++pieces;
+    if (!runs.empty() && runs.back().second == e.file_offset())
+      runs.back().second += e.length();
+    else
+      runs.emplace_back(e.file_offset(), e.file_offset() + e.length());
+  }
+  if (pieces <= runs.size()) return true;  // one extent per run already
+  std::map<uint64_t, std::string> ranges;
+  for (const auto& [start, end] : runs) {
+    std::string bytes(end - start, '\0');
+    if (auto s = FillFromExtents(ino, in_slot, start, bytes); !s.ok()) return s;
+    ranges.emplace(start, std::move(bytes));
+  }
+  // Committed only if nobody changed the file since we read it; the
+  // chunks of a refused attempt are reclaimed with our session's unused ids.
+  // The bytes do not change, so neither does the modification time.
+  auto attr = PutAndCommit(ino, ranges, /*append=*/false, inode->version, inode->mtime_ns);
+  inode->extents_valid = false;
+  ++inode->flushes;  // readers holding the old extents read again
+  if (attr.status().code() == ESTALE) return false;
+  if (!attr.ok()) return attr.status();
+  slots_compacted_++;
+  return true;
+}
+
+void FileStore::StartCompactor() {
+  compactor_ = std::thread([this] { CompactorLoop(); });
+}
+
+void FileStore::StopCompactor() {
+  {
+    std::lock_guard lock(compact_mu_);
+    compactor_stopping_ = true;
+  }
+  compact_cv_.notify_all();
+  if (compactor_.joinable()) compactor_.join();
+}
+
+FileStore::~FileStore() { StopCompactor(); }
+
+void FileStore::CompactorLoop() {
+  for (;;) {
+    std::pair<uint64_t, uint64_t> job;
+    {
+      std::unique_lock lock(compact_mu_);
+      compact_cv_.wait(lock, [&] { return compactor_stopping_ || !compact_queue_.empty(); });
+      if (compactor_stopping_) return;
+      job = *compact_queue_.begin();
+      compact_queue_.erase(compact_queue_.begin());
+    }
+    auto done = CompactSlot(job.first, job.second);
+    if (!done.ok())
+      SPOOL_LOG_WARN("mount compaction failed ino={} slot={} error=\"{}\"", job.first, job.second,
+                     done.status().ToString());
+  }
 }
 
 Result<proto::Attr> FileStore::SetAttr(const proto::SetAttrRequest& request) {

@@ -10,10 +10,13 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -51,6 +54,18 @@ class FileStore {
   // Never waits for an inode lock (runs on the invalidation thread).
   void Invalidate(uint64_t ino);
 
+  // Compaction: a 1 MiB slot that this mount overwrote piecemeal (a VM
+  // image's random 4 KiB writes) is rewritten in the background as one
+  // chunk per contiguous range, so that its extents stay few and the chunks
+  // it overwrote are freed. Starts/stops the background thread.
+  void StartCompactor();
+  void StopCompactor();
+  // Compacts the slot now (what the background thread does); false if
+  // another mount changed the file meanwhile (nothing is committed then).
+  Result<bool> CompactSlot(uint64_t ino, uint64_t slot);
+  uint64_t slots_compacted() const { return slots_compacted_.load(); }
+  ~FileStore();
+
  private:
   struct Inode {
     std::mutex mu;  // guards everything below; held across a flush
@@ -59,9 +74,14 @@ class FileStore {
     // RPC reply (a flush), which would then never arrive.
     std::atomic<int> opens{0};
     std::map<uint64_t, std::string> dirty;  // offset -> bytes, non-overlapping
+    uint64_t flushes = 0;  // bumped whenever `dirty` went into chunks
     size_t dirty_bytes = 0;
     uint64_t size = 0;  // meta's size, grown by buffered writes
     bool extents_valid = false;
+    uint64_t version = 0;  // meta's inode version when `extents` were loaded
+    int64_t mtime_ns = 0;  // and its modification time
+    // Flushes into each slot since it was last compacted (slot -> count).
+    std::map<uint64_t, uint32_t> pieces_since_compaction;
     std::atomic<bool> changed_elsewhere{false};  // set without `mu` by Invalidate
     std::vector<proto::Extent> extents;  // sorted by file_offset
   };
@@ -73,8 +93,16 @@ class FileStore {
   // `append`, after the file's end at meta); the inode after it. Writes
   // again under new ids if meta reclaimed the ids meanwhile.
   Result<proto::Attr> WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append);
-  Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append);
+  // expected_version != 0: only if meta's inode still has that version;
+  // mtime_ns 0: now.
+  Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
+                                   uint64_t expected_version = 0, int64_t mtime_ns = 0);
   Status LoadExtentsLocked(uint64_t ino, Inode& inode);
+  // Copies the bytes of `extents` that fall in [offset, offset + out.size())
+  // into `out` (the rest is left as it is).
+  Status FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset, std::string& out);
+  void CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t, std::string>& ranges);  // REQUIRES: inode.mu
+  void CompactorLoop();
   static void AddDirty(Inode& inode, uint64_t offset, std::string_view data);
 
   MountOptions options_;
@@ -82,6 +110,13 @@ class FileStore {
   ChunkClient& chunks_;
   std::mutex mu_;  // guards inodes_
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;
+
+  std::mutex compact_mu_;  // guards the three below
+  std::condition_variable compact_cv_;
+  std::set<std::pair<uint64_t, uint64_t>> compact_queue_;  // (ino, slot)
+  bool compactor_stopping_ = false;
+  std::thread compactor_;
+  std::atomic<uint64_t> slots_compacted_{0};
 };
 
 }  // namespace spool::client

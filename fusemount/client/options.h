@@ -20,6 +20,8 @@ struct MountOptions {
   uint32_t write_quorum = 2;
   // Per-inode write-back buffer; a full buffer is flushed to the bricks.
   size_t inode_buffer_bytes = 8u << 20;
+  // A slot flushed in this many pieces is compacted in the background.
+  uint32_t compact_after_pieces = 16;
   // Chunk ids fetched from meta per allocation.
   uint32_t chunk_id_batch = 1024;
   // Immutable chunks read recently, kept in memory (always valid).
