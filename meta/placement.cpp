@@ -8,7 +8,8 @@
 namespace spool::meta {
 
 std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementBrick>& bricks, uint32_t pg_count,
-                                                    uint32_t replicas) {
+                                                    uint32_t replicas,
+                                                    const std::vector<std::vector<uint32_t>>* current) {
   std::vector<std::vector<uint32_t>> pgs(pg_count);
   if (bricks.empty()) return pgs;
   struct Scored {
@@ -17,7 +18,7 @@ std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementB
   };
   std::vector<Scored> scored(bricks.size());
   std::vector<const std::string*> used;
-  // Bounded loads: a brick takes at most ~1% (+1) more than its weighted share of
+  // Bounded loads: a brick takes at most ~1% more than its weighted share of
   // the slots, so that the spread stays even with few PGs per brick (pure
   // rendezvous hashing is only even on average). PGs are filled in a fixed
   // order, so the result is still a pure function of the brick set.
@@ -27,7 +28,10 @@ std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementB
   std::vector<uint32_t> load(bricks.size(), 0), cap(bricks.size());
   for (size_t i = 0; i < bricks.size(); ++i) {
     const double share = slots * (bricks[i].weight > 0 ? bricks[i].weight : 1.0) / total_weight;
-    cap[i] = static_cast<uint32_t>(std::ceil(share * 1.01)) + 1;
+    // No "+1" slack: with few PGs per brick the caps of the others are what
+    // keeps a brick from falling far below its share (issue 11: every brick
+    // within 10% of its fair share).
+    cap[i] = std::max<uint32_t>(1, static_cast<uint32_t>(std::ceil(share * 1.01)));
   }
   for (uint32_t pg = 0; pg < pg_count; ++pg) {
     for (size_t i = 0; i < bricks.size(); ++i) {
@@ -49,6 +53,11 @@ std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementB
         if (pgs[pg].size() == replicas) break;
         const auto& b = bricks[s.index];
         if (capped && load[s.index] >= cap[s.index]) continue;
+        if (b.no_new_groups) {
+          const bool holds = current && pg < current->size() &&
+                             std::find((*current)[pg].begin(), (*current)[pg].end(), b.id) != (*current)[pg].end();
+          if (!holds) continue;
+        }
         if (std::any_of(used.begin(), used.end(), [&](const std::string* d) { return *d == b.failure_domain; }))
           continue;
         used.push_back(&b.failure_domain);
