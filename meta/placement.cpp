@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include "common/placement.h"
 
@@ -64,6 +65,41 @@ std::vector<std::vector<uint32_t>> ComputePlacement(const std::vector<PlacementB
         pgs[pg].push_back(b.id);
         ++load[s.index];
       }
+    }
+  }
+  // Floors: the caps bound every brick from above, but a brick the hashes
+  // disfavour (a heavy brick among light ones, few PGs per brick) can still
+  // end well below its share. Give such a brick slots from bricks above their
+  // share, in PG order, never two copies in one failure domain: still a pure
+  // function of the brick set, and it moves only those few slots.
+  std::vector<double> share(bricks.size());
+  for (size_t i = 0; i < bricks.size(); ++i) share[i] = slots * (bricks[i].weight > 0 ? bricks[i].weight : 1.0) / total_weight;
+  std::unordered_map<uint32_t, size_t> index_of;
+  for (size_t i = 0; i < bricks.size(); ++i) index_of[bricks[i].id] = i;
+  for (size_t u = 0; u < bricks.size(); ++u) {
+    if (bricks[u].no_new_groups) continue;
+    const auto floor_u = static_cast<uint32_t>(std::floor(share[u] * 0.97));
+    for (uint32_t pg = 0; pg < pg_count && load[u] < floor_u; ++pg) {
+      auto& members = pgs[pg];
+      if (std::find(members.begin(), members.end(), bricks[u].id) != members.end()) continue;
+      // The most overloaded member whose slot u can take.
+      size_t best = members.size();
+      double best_excess = 0;
+      for (size_t m = 0; m < members.size(); ++m) {
+        const size_t o = index_of[members[m]];
+        const double excess = static_cast<double>(load[o]) - share[o];
+        if (excess < 1.0 || excess <= best_excess) continue;
+        bool domain_clash = false;
+        for (size_t k = 0; k < members.size(); ++k)
+          if (k != m && bricks[index_of[members[k]]].failure_domain == bricks[u].failure_domain) domain_clash = true;
+        if (domain_clash) continue;
+        best = m;
+        best_excess = excess;
+      }
+      if (best == members.size()) continue;
+      --load[index_of[members[best]]];
+      members[best] = bricks[u].id;
+      ++load[u];
     }
   }
   return pgs;

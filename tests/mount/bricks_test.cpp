@@ -214,6 +214,7 @@ TEST(Bricks, AddBrickToLoadedClusterMovesGroupsEvenly) {
 TEST(Bricks, DrainWhileDeliveringThenRemove) {
   LocalCluster cluster(BricksCluster(4));
   ASSERT_TRUE(cluster.Start());
+  ASSERT_GE(WaitSettled(cluster, 30s), 0);  // the bricks joined one by one
   auto mount = cluster.Mount();
   ASSERT_FALSE(mount.empty());
   auto root = MakeRoot(mount, "box");
@@ -259,6 +260,7 @@ TEST(Bricks, DrainWhileDeliveringThenRemove) {
 TEST(Bricks, UndrainCancelsADrain) {
   LocalCluster cluster(BricksCluster(4));
   ASSERT_TRUE(cluster.Start());
+  ASSERT_GE(WaitSettled(cluster, 30s), 0);  // the bricks joined one by one
   auto mount = cluster.Mount();
   ASSERT_FALSE(mount.empty());
   auto root = MakeRoot(mount, "box");
@@ -295,7 +297,7 @@ TEST(Bricks, UnevenBricksFillInProportionToCapacity) {
   auto mount = cluster.Mount();
   ASSERT_FALSE(mount.empty());
   auto root = MakeRoot(mount, "box");
-  auto messages = WriteMessages(root, 1200, 4);
+  auto messages = WriteMessages(root, 2000, 4);
   ASSERT_TRUE(cluster.Status(&st));
   double total_capacity = 0;
   std::vector<double> capacity;
@@ -356,6 +358,7 @@ TEST(Bricks, MoveSurvivesKillOfDestinationAndMeta) {
 TEST(Bricks, MaintenanceDoesNotRebuildAndCatchesUp) {
   LocalCluster cluster(BricksCluster(4, {"--brick-out-after-ms", "3000", "--maintenance-grace-ms", "60000"}));
   ASSERT_TRUE(cluster.Start());
+  ASSERT_GE(WaitSettled(cluster, 30s), 0);  // the bricks joined one by one
   auto mount = cluster.Mount();
   ASSERT_FALSE(mount.empty());
   auto root = MakeRoot(mount, "box");
