@@ -51,15 +51,21 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
     link.data_dir = options.data_dir;
     link.reserve_bytes = options.reserve_bytes;
     Repairer* r = d->repairer_.get();
+    d->gc_ = std::make_unique<PgGc>(*d->store_, options.gc);
+    PgGc* gc = d->gc_.get();
     MetaLinkHooks hooks;
     hooks.fill_heartbeat = [r](proto::HeartbeatRequest* req) { r->FillHeartbeat(req); };
     hooks.on_heartbeat_reply = [r](const proto::HeartbeatReply& reply) {
       r->AddTasks(reply.repairs());
       r->RequestScrub(reply.scrub_generation());
     };
-    hooks.on_map = [r](std::shared_ptr<const proto::ClusterMap> map, uint32_t id) { r->SetMap(std::move(map), id); };
+    hooks.on_map = [r, gc](std::shared_ptr<const proto::ClusterMap> map, uint32_t id) {
+      gc->SetMap(map, id);
+      r->SetMap(std::move(map), id);
+    };
     d->meta_link_ = std::make_unique<MetaLink>(d->runtime_->io(), *key, link, std::move(hooks));
     d->repairer_->Start();
+    d->gc_->Start();
     d->meta_link_->Start();
   }
   SPOOL_LOG_INFO("brickd started uuid={} cluster={} listen={} port={} data={}", d->identity_.uuid,
@@ -75,6 +81,7 @@ void BrickDaemon::Stop() {
   bool was_serving = server_ != nullptr;
   if (meta_link_) meta_link_->Stop();
   if (repairer_) repairer_->Stop();
+  if (gc_) gc_->Stop();
   if (server_) server_->Stop();
   // No handler runs after this, so nothing calls the store any more; replies
   // still queued to the (stopped) io_context are dropped with it.

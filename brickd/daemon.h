@@ -9,6 +9,7 @@
 #include "brickd/chunk_store.h"
 #include "brickd/identity.h"
 #include "brickd/meta_link.h"
+#include "brickd/pg_gc.h"
 #include "brickd/repairer.h"
 #include "brickd/options.h"
 #include "common/rpc/runtime.h"
@@ -43,6 +44,7 @@ class BrickDaemon {
   std::unique_ptr<rpc::RpcServer> server_;
   std::unique_ptr<BrickService> service_;
   std::unique_ptr<Repairer> repairer_;
+  std::unique_ptr<PgGc> gc_;
   std::unique_ptr<MetaLink> meta_link_;
   bool stopped_ = false;
 };

@@ -32,11 +32,19 @@ int main(int argc, char** argv) {
   app.add_option("--scrub-mbps", scrub_mbps, "MiB/s the scrubber reads (0 = unlimited)")->capture_default_str();
   app.add_option("--scrub-interval-hours", scrub_hours, "hours between scrub passes (0 = only on request)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  int64_t gc_delay_ms = options.gc.delay.count();
+  app.add_option("--gc-delay-ms", gc_delay_ms,
+                 "delete the copies of a placement group this long after this brick stopped holding it")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--gc-chunks-per-sec", options.gc.chunks_per_sec,
+                 "chunks of departed placement groups deleted per second (0 = unlimited)")
+      ->capture_default_str();
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.repair.repair_bytes_per_sec = repair_mbps << 20;
   options.repair.scrub_bytes_per_sec = scrub_mbps << 20;
   options.repair.scrub_interval = std::chrono::hours(scrub_hours);
+  options.gc.delay = std::chrono::milliseconds(gc_delay_ms);
   spool::InitLogging(options.log_level);
 
   const sigset_t signals = spool::BlockTerminationSignals();

@@ -52,6 +52,18 @@ struct RepairOptions {
   std::string state_dir;
 };
 
+// Deleting the copies of placement groups this brick no longer holds
+// (brickd/pg_gc.h).
+struct PgGcOptions {
+  // How long a PG must have been gone from this brick (in every map it saw)
+  // before its chunks are deleted.
+  std::chrono::milliseconds delay{30000};
+  // Emptied PGs are listed again this often (late writes from stale mounts).
+  std::chrono::milliseconds recheck{600000};
+  // Deletes per second. 0 = unlimited.
+  uint64_t chunks_per_sec = 20000;
+};
+
 struct BrickOptions {
   std::string data_dir;                // --data: the brick's directory (identity file + db/)
   std::string listen = "127.0.0.1:7100";  // --listen HOST:PORT
@@ -62,6 +74,7 @@ struct BrickOptions {
   uint64_t reserve_bytes = 64ull << 20;  // --reserve-bytes
   int threads = 4;                     // --threads: RPC io threads
   RepairOptions repair;                // --repair-mbps, --repair-workers, --scrub-mbps, --scrub-interval-hours
+  PgGcOptions gc;                      // --gc-delay-ms, --gc-chunks-per-sec
   std::string log_level = "info";      // --log-level
 };
 

@@ -273,7 +273,12 @@ Result<std::vector<Repairer::Peer>> Repairer::PeersOf(uint32_t pg) {
   if (pg >= static_cast<uint32_t>(map->pgs_size()))
     return Status::Error(EINVAL, "pg " + std::to_string(pg) + " not in the map");
   std::vector<Peer> peers;
-  for (uint32_t id : map->pgs(static_cast<int>(pg)).bricks()) {
+  // Leaving bricks (a move in progress) hold the PG's older chunks: sources too.
+  std::vector<uint32_t> holders(map->pgs(static_cast<int>(pg)).bricks().begin(),
+                                map->pgs(static_cast<int>(pg)).bricks().end());
+  holders.insert(holders.end(), map->pgs(static_cast<int>(pg)).leaving().begin(),
+                 map->pgs(static_cast<int>(pg)).leaving().end());
+  for (uint32_t id : holders) {
     if (id == self) continue;
     auto b = std::find_if(map->bricks().begin(), map->bricks().end(), [&](const auto& e) { return e.id() == id; });
     if (b == map->bricks().end()) return Status::Error(EINVAL, "brick " + std::to_string(id) + " not in the map");

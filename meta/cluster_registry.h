@@ -14,8 +14,26 @@
 // rebuilt onto it. Every change of the map bumps the epoch, which is
 // persisted so it only ever grows.
 //
-// Registry records are written directly to the database (synced), outside
-// the namespace op log: registrations are rare.
+// Moves. The map keeps, for each PG, the bricks that held it before a change
+// and no longer do as `leaving`: they keep serving their copies (to readers
+// and to the new members catching up) until every member has caught up and
+// the PG's repair mark is cleared (DropFinishedLeaving); only then do they
+// leave the map and delete their copies (brickd/pg_gc.h). So a move never
+// leaves a PG with fewer good copies than it had. A brick that is OUT (dead
+// past the grace period) is not kept as leaving: it cannot serve.
+//
+// Operator states (BrickAdmin, persisted): a new brick joins placement at
+// once (auto-join; always while fewer than R bricks are placeable) or waits
+// as PENDING for `spoolctl add-brick`; DRAINING has
+// weight 0 (every PG moves off it, it serves reads meanwhile); MAINTENANCE
+// gets `maintenance_out_after` instead of `out_after` before it is taken out;
+// REMOVED is forgotten by placement and may not register again. Placement
+// weights are the bricks' capacities; a brick used above `near_full_ratio`
+// keeps its PGs but takes no new ones until it is below `near_full_clear`.
+//
+// Registry records (bricks, each PG's members and leaving bricks, the epoch)
+// are written directly to the database (synced), outside the namespace op
+// log: they change rarely.
 //
 // Thread-safe.
 #pragma once
@@ -49,6 +67,25 @@ class ClusterRegistry {
   };
   void SetObserver(Observer observer) { observer_ = std::move(observer); }
 
+  struct Policy {
+    bool auto_join = true;
+    std::chrono::milliseconds maintenance_out_after{4 * 3600 * 1000};
+    double near_full_ratio = 0.90;
+    double near_full_clear = 0.85;
+  };
+  void SetPolicy(Policy policy) { policy_ = policy; }  // before Load()
+
+  // True if a PG's members have all caught up (no repair pending).
+  using PgSettled = std::function<bool(uint32_t pg)>;
+
+  // Drops the leaving bricks of every PG that is settled and whose members
+  // are all up. Returns true if the map changed.
+  bool DropFinishedLeaving(const PgSettled& settled);
+
+  // spoolctl add-brick / drain-brick / undrain-brick / remove-brick /
+  // maintenance. Refusals are errors whose message tells the operator why.
+  Result<proto::BrickAdminReply> Admin(const proto::BrickAdminRequest& req, const PgSettled& settled);
+
   // Loads the persisted bricks (all considered UP, as if they had just
   // heartbeaten) and bumps the epoch.
   Status Load();
@@ -71,6 +108,7 @@ class ClusterRegistry {
  private:
   Status PersistLocked(const proto::BrickEntry* brick);  // REQUIRES: mu_ held
   void RebuildMapLocked();                               // REQUIRES: mu_ held; bumps the epoch
+  proto::BrickEntry* FindLocked(uint32_t id);            // REQUIRES: mu_ held
 
   rocksdb::DB* const db_;
   const uint32_t pg_count_;
@@ -78,12 +116,16 @@ class ClusterRegistry {
   const std::chrono::milliseconds down_after_;
   const std::chrono::milliseconds out_after_;
   Observer observer_;
+  Policy policy_;
 
   mutable std::mutex mu_;  // guards everything below
   std::vector<proto::BrickEntry> bricks_;  // by id order
   std::vector<Clock::time_point> last_heartbeat_;  // parallel to bricks_
   uint64_t epoch_ = 0;
   std::shared_ptr<const proto::ClusterMap> map_;  // immutable snapshot, replaced on change
+  // Each PG's members and leaving bricks as last computed (persisted, so that
+  // a meta restart mid-move still knows who holds the old copies).
+  std::vector<proto::PlacementGroup> assign_;
 };
 
 }  // namespace spool::meta

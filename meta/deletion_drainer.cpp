@@ -66,6 +66,13 @@ size_t DeletionDrainer::DrainOnce() {
       c->set_chunk_id(id);
       c->set_pg(pg);
     }
+    // Leaving bricks too (best effort): a new member still catching up
+    // must not copy a deleted chunk back from them.
+    for (uint32_t b : map->pgs(static_cast<int>(pg)).leaving()) {
+      auto* c = per_brick[b].add_chunks();
+      c->set_chunk_id(id);
+      c->set_pg(pg);
+    }
   }
   std::map<uint32_t, std::future<Result<rpc::Frame>>> calls;
   for (auto& [brick, req] : per_brick) {

@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   spool::meta::MetaOptions o;
   CLI::App app{"spool-meta: spoolfs metadata service"};
   int64_t down_ms = o.brick_down_after.count(), out_ms = o.brick_out_after.count(),
-          session_ms = o.session_timeout.count();
+          session_ms = o.session_timeout.count(), maintenance_ms = o.maintenance_out_after.count(),
+          settle_ms = o.move_settle.count();
   app.add_option("--data", o.data_dir, "RocksDB data directory (formatted if empty)")->required();
   app.add_option("--listen", o.listen, "host:port to serve on")->capture_default_str();
   app.add_option("--cluster-key", o.cluster_key_file, "cluster key file")->required();
@@ -26,6 +27,15 @@ int main(int argc, char** argv) {
   app.add_option("--brick-out-after-ms", out_ms,
                  "grace period: rebuild a down brick's placement groups elsewhere after this long")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--maintenance-grace-ms", maintenance_ms,
+                 "a brick in maintenance is taken out (and rebuilt elsewhere) only after this long away")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--auto-join", o.auto_join,
+                 "a new brick joins placement when it registers (false: wait for spoolctl add-brick)")
+      ->capture_default_str();
+  app.add_option("--move-settle-ms", settle_ms,
+                 "copy a moved placement group to its new brick only this long after the map changed")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--session-timeout-ms", session_ms, "expire a client session not renewed for this long")
       ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "io threads")->capture_default_str()->check(CLI::Range(1, 64));
@@ -34,6 +44,8 @@ int main(int argc, char** argv) {
   o.brick_down_after = std::chrono::milliseconds(down_ms);
   o.brick_out_after = std::chrono::milliseconds(out_ms);
   o.session_timeout = std::chrono::milliseconds(session_ms);
+  o.maintenance_out_after = std::chrono::milliseconds(maintenance_ms);
+  o.move_settle = std::chrono::milliseconds(settle_ms);
   spool::InitLogging(o.log_level);
 
   const sigset_t signals = spool::BlockTerminationSignals();

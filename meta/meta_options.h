@@ -26,6 +26,15 @@ struct MetaOptions {
   // A brick down for this long (the grace period) is taken out: its PGs move
   // to other bricks and are rebuilt from the surviving copies.
   std::chrono::milliseconds brick_out_after{600000};
+  // A brick in maintenance (`spoolctl maintenance ID on`) may be away this
+  // long before it is taken out.
+  std::chrono::milliseconds maintenance_out_after{4 * 3600 * 1000};
+  // A new brick joins placement when it registers; false: it waits for
+  // `spoolctl add-brick ID`.
+  bool auto_join = true;
+  // A placement group that moved is copied to its new member only this long
+  // after the map changed, once every mount writes to the new members.
+  std::chrono::milliseconds move_settle{3000};
   // A client session that has not been renewed for this long expires; its
   // opens and locks are dropped. Also the lease handed to clients.
   std::chrono::milliseconds session_timeout{30000};

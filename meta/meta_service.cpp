@@ -76,6 +76,11 @@ Result<std::unique_ptr<MetaService>> MetaService::Start(const MetaOptions& optio
       [repair = m->repair_.get()](uint32_t brick_id, const proto::ClusterMap& map) {
         repair->MarkBrick(brick_id, map, "disk replaced");
       }});
+  m->repair_->SetMoveSettle(options.move_settle);
+  ClusterRegistry::Policy policy;
+  policy.auto_join = options.auto_join;
+  policy.maintenance_out_after = options.maintenance_out_after;
+  m->registry_->SetPolicy(policy);
   if (auto s = m->registry_->Load(); !s.ok()) return s;
   {
     std::string v;
@@ -169,6 +174,8 @@ void MetaService::Housekeeping() {
     }
     const auto now = std::chrono::steady_clock::now();
     registry_->CheckLiveness(now);
+    // Moves whose new members have all caught up: the old copies may go.
+    registry_->DropFinishedLeaving([this](uint32_t pg) { return !repair_->IsMarked(pg); });
     if (now - last_repair_tick >= std::chrono::seconds(1)) {
       last_repair_tick = now;
       repair_->ConsumeChunkReports(ns_->pg_count(), kChunkReportsPerTick);
@@ -242,6 +249,11 @@ void MetaService::RegisterHandlers() {
              reply.set_scrub_generation(generation);
              r.Reply(reply);
            }));
+  s.Handle(Method::kBrickAdmin, Typed<proto::BrickAdminRequest>([this](const auto& req, const Responder& r) {
+             auto reply = registry_->Admin(req, [this](uint32_t pg) { return !repair_->IsMarked(pg); });
+             if (!reply.ok()) return r.Fail(reply.status());
+             r.Reply(*reply);
+           }));
   s.Handle(Method::kGetMap, Typed<proto::GetMapRequest>([this](const auto&, const Responder& r) {
              r.Reply(*registry_->Map());
            }));
@@ -251,12 +263,17 @@ void MetaService::RegisterHandlers() {
              *reply.mutable_map() = *map;
              std::map<uint32_t, bool> up;
              for (const auto& b : map->bricks()) up[b.id()] = b.state() == proto::BRICK_UP;
-             uint32_t healthy = 0, degraded = 0;
+             uint32_t healthy = 0, degraded = 0, moving = 0;
              for (int pg = 0; pg < map->pgs_size(); ++pg) {
                const auto& members = map->pgs(pg).bricks();
-               bool ok = members.size() == static_cast<int>(map->replicas()) &&
-                         !repair_->IsMarked(static_cast<uint32_t>(pg));
-               for (uint32_t b : members) ok = ok && up[b];
+               bool members_up = members.size() == static_cast<int>(map->replicas());
+               for (uint32_t b : members) members_up = members_up && up[b];
+               // A moving PG keeps its old copies on the leaving bricks: not degraded.
+               if (members_up && map->pgs(pg).leaving_size() > 0) {
+                 ++moving;
+                 continue;
+               }
+               bool ok = members_up && !repair_->IsMarked(static_cast<uint32_t>(pg));
                ++(ok ? healthy : degraded);
                if (!ok && reply.degraded_pgs_size() < 1024) reply.add_degraded_pgs(static_cast<uint32_t>(pg));
              }
@@ -265,6 +282,7 @@ void MetaService::RegisterHandlers() {
              reply.set_op_seq(stats.op_seq);
              reply.set_pgs_healthy(healthy);
              reply.set_pgs_degraded(degraded);
+             reply.set_pgs_moving(moving);
              reply.set_deletion_queue(stats.deletion_queue);
              reply.set_sessions(sessions_->size());
              *reply.mutable_repair() = repair_->Summary();

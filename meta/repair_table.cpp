@@ -164,6 +164,7 @@ void RepairTable::MarkMapChange(const proto::ClusterMap& before, const proto::Cl
   for (const auto& b : before.bricks()) state_before[b.id()] = b.state();
   for (const auto& b : after.bricks()) state_after[b.id()] = b.state();
   std::map<uint32_t, std::vector<uint32_t>> by_severity;
+  std::vector<uint32_t> moved;  // PGs that gained a member
   for (int pg = 0; pg < after.pgs_size(); ++pg) {
     uint32_t changed = 0, lacking = 0;
     for (uint32_t b : after.pgs(pg).bricks()) {
@@ -174,19 +175,29 @@ void RepairTable::MarkMapChange(const proto::ClusterMap& before, const proto::Cl
       const bool went_down = down && state_before.count(b) > 0 && state_before[b] == proto::BRICK_UP;
       if (new_member || went_down) ++changed;
       if (new_member || down) ++lacking;
+      if (new_member && (moved.empty() || moved.back() != static_cast<uint32_t>(pg)))
+        moved.push_back(static_cast<uint32_t>(pg));
     }
     if (changed > 0) by_severity[lacking].push_back(static_cast<uint32_t>(pg));
   }
   for (auto& [severity, pgs] : by_severity) Mark(pgs, severity, "placement or brick state changed");
+  if (!moved.empty() && move_settle_.count() > 0) {
+    std::lock_guard lock(mu_);
+    const auto until = Clock::now() + move_settle_;
+    for (uint32_t pg : moved)
+      if (auto it = marks_.find(pg); it != marks_.end()) it->second.not_before = std::max(it->second.not_before, until);
+  }
 }
 
 std::vector<proto::RepairTask> RepairTable::TasksFor(uint32_t brick_id, const proto::ClusterMap& map, size_t max) {
   std::map<uint32_t, bool> up;
   for (const auto& b : map.bricks()) up[b.id()] = b.state() == proto::BRICK_UP;
   std::lock_guard lock(mu_);
+  const auto now = Clock::now();
   std::vector<std::pair<uint32_t, PgMark*>> eligible;
   for (auto& [pg, m] : marks_) {
     if (pg >= static_cast<uint32_t>(map.pgs_size())) continue;
+    if (m.not_before > now) continue;
     const auto& members = map.pgs(static_cast<int>(pg)).bricks();
     if (std::find(members.begin(), members.end(), brick_id) == members.end()) continue;
     if (m.done.count(brick_id)) continue;

@@ -50,6 +50,12 @@ class RepairTable {
   // Loads the persisted marks.
   Status Load();
 
+  // A PG that gained a member (a move) is handed out only this long after
+  // the change: mounts pick up a new map within about a second, and a write
+  // still in flight to the old members must land before the new member
+  // lists its peers, or the new member would miss it.
+  void SetMoveSettle(std::chrono::milliseconds settle) { move_settle_ = settle; }
+
   // Marks PGs (again). `severity`: copies believed missing; the highest seen
   // since the PG was last healthy is kept.
   void Mark(const std::vector<uint32_t>& pgs, uint32_t severity, std::string_view reason);
@@ -96,6 +102,7 @@ class RepairTable {
     uint64_t marked_ms = 0;   // wall clock, for the operator
     bool handed_out = false;  // the current generation went to some brick
     std::set<uint32_t> done;  // members finished at `generation`
+    Clock::time_point not_before{};  // not handed out before (moves settle first)
   };
   struct Sample {
     Clock::time_point at;
@@ -107,6 +114,7 @@ class RepairTable {
   void PersistLocked(const std::vector<uint32_t>& changed);  // REQUIRES: mu_ held
 
   rocksdb::DB* const db_;
+  std::chrono::milliseconds move_settle_{0};
 
   mutable std::mutex mu_;  // guards everything below
   std::map<uint32_t, PgMark> marks_;  // by pg

@@ -27,6 +27,7 @@ enum class Method : uint16_t {
   kReportBadChunk = 204,        // ReportBadChunkRequest -> Empty
   kHeal = 205,                  // HealRequest         -> HealReply
   kScrub = 206,                 // Empty               -> ScrubReply
+  kBrickAdmin = 220,            // BrickAdminRequest   -> BrickAdminReply
 
   // meta: namespace
   kLookup = 300,                // LookupRequest       -> EntryReply

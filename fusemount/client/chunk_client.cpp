@@ -244,6 +244,12 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
       if (!b) continue;
       (b->state() == proto::BRICK_UP && !Suspect(id) ? order : later).push_back(b);
     }
+    // During a move the old copies are on the leaving bricks (a new member
+    // may not have this chunk yet): after the members, before failed ones.
+    for (uint32_t id : map->pgs(pg).leaving()) {
+      auto* b = FindBrick(*map, id);
+      if (b && b->state() == proto::BRICK_UP && !Suspect(id)) order.push_back(b);
+    }
     order.insert(order.end(), later.begin(), later.end());
     for (const auto* brick : order) {
       proto::GetChunkRequest request;

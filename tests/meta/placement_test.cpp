@@ -2,6 +2,7 @@
 // one brick of N is added or removed, deterministic.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -91,4 +92,35 @@ TEST(PlacementTest, WeightsAndDeterminism) {
 }
 
 }  // namespace
+// Capacity weights: a brick twice the size holds twice the slots, within 10%.
+TEST(PlacementTest, SlotsInProportionToWeight) {
+  auto bricks = Bricks(5, 5);
+  bricks[3].weight = bricks[4].weight = 2e12;
+  auto map = ComputePlacement(bricks, 256, 3);
+  std::map<uint32_t, int> slots;
+  for (const auto& pg : map)
+    for (uint32_t id : pg) ++slots[id];
+  for (const auto& b : bricks) {
+    const double fair = 256.0 * 3 * b.weight / 7e12;
+    EXPECT_NEAR(slots[b.id], fair, 0.10 * fair) << "brick " << b.id;
+  }
+}
+
+// A nearly full brick keeps the groups it holds and takes no other, so
+// adding bricks elsewhere only takes groups away from it.
+TEST(PlacementTest, NearlyFullBrickTakesNoNewGroups) {
+  auto bricks = Bricks(4, 4);
+  auto before = ComputePlacement(bricks, 256, 3);
+  bricks[0].no_new_groups = true;
+  bricks.push_back(PlacementBrick{5, "host4", 1e12});
+  bricks[0].weight = 4e12;  // it would win many more groups if it could
+  auto after = ComputePlacement(bricks, 256, 3, &before);
+  for (size_t pg = 0; pg < after.size(); ++pg) {
+    const bool now = std::count(after[pg].begin(), after[pg].end(), 1u) > 0;
+    const bool was = std::count(before[pg].begin(), before[pg].end(), 1u) > 0;
+    EXPECT_TRUE(!now || was) << "pg " << pg << " is new on the full brick";
+    EXPECT_EQ(after[pg].size(), 3u);
+  }
+}
+
 }  // namespace spool::meta

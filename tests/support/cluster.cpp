@@ -2,6 +2,7 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -128,6 +129,8 @@ bool LocalCluster::StartBrick(int index) {
                                    address, "--cluster-key", key_path_, "--meta", meta_address_,
                                    "--failure-domain", "brick" + std::to_string(index)};
   argv.insert(argv.end(), config_.brick_args.begin(), config_.brick_args.end());
+  if (static_cast<size_t>(index) < brick_extra_args_.size())
+    argv.insert(argv.end(), brick_extra_args_[index].begin(), brick_extra_args_[index].end());
   if (!bricks_[index]->Start(argv, dir_.Sub("brick" + std::to_string(index) + ".log"))) return false;
   return WaitForPort(brick_ports_[index]);
 }
@@ -167,6 +170,39 @@ bool LocalCluster::Start() {
   for (int i = 0; i < config_.bricks; ++i)
     if (!StartBrick(i)) return false;
   return WaitBricksUp(config_.bricks);
+}
+
+int LocalCluster::AddBrick(const std::vector<std::string>& extra_args, uint64_t tmpfs_bytes) {
+  const int index = static_cast<int>(bricks_.size());
+  bricks_.push_back(std::make_unique<ChildProcess>());
+  brick_ports_.push_back(FreePort());
+  brick_extra_args_.resize(bricks_.size());
+  brick_extra_args_[index] = extra_args;
+  if (tmpfs_bytes > 0 && !PutBrickOnTmpfs(index, tmpfs_bytes)) return -1;
+  return StartBrick(index) ? index : -1;
+}
+
+uint32_t LocalCluster::BrickId(int index) {
+  proto::StatusReply status;
+  if (!Status(&status)) return 0;
+  for (const auto& b : status.map().bricks())
+    if (b.address() == brick_address(index)) return b.id();
+  return 0;
+}
+
+int LocalCluster::Ctl(const std::vector<std::string>& args, std::string* output) {
+  std::string cmd = BinaryPath("tools/ctl/spoolctl") + " --meta " + meta_address_ + " --cluster-key " + key_path_;
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 std::string LocalCluster::Mount(const std::vector<std::string>& extra_args) {

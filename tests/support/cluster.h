@@ -50,6 +50,17 @@ class LocalCluster {
   // group); -1 if the brick cannot be asked.
   int64_t BrickChunkCount(int index);
 
+  // Starts one more brick (new data directory and port, same flags as the
+  // others plus `extra_args`); returns its index, or -1 if it did not start.
+  // With `tmpfs_bytes` its data directory is a tmpfs of that size.
+  int AddBrick(const std::vector<std::string>& extra_args = {}, uint64_t tmpfs_bytes = 0);
+  int brick_count() const { return static_cast<int>(bricks_.size()); }
+  // The id meta gave brick `index` (0 if it is not registered).
+  uint32_t BrickId(int index);
+  // Runs spoolctl against this cluster; returns its exit status (-1 if it
+  // could not run) with stdout and stderr in *output.
+  int Ctl(const std::vector<std::string>& args, std::string* output = nullptr);
+
   const std::string& meta_address() const { return meta_address_; }
   std::string brick_address(int index) const { return "127.0.0.1:" + std::to_string(brick_ports_[index]); }
   const std::string& key_path() const { return key_path_; }
@@ -71,6 +82,7 @@ class LocalCluster {
   ChildProcess meta_;
   std::vector<std::unique_ptr<ChildProcess>> bricks_;
   std::vector<int> brick_ports_;
+  std::vector<std::vector<std::string>> brick_extra_args_;  // per brick, from AddBrick
   std::vector<std::string> tmpfs_mounts_;
   std::vector<MountProcess> mounts_;
   int next_mount_ = 0;

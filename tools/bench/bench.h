@@ -11,6 +11,7 @@ int RunChunks(int argc, char** argv);   // brick chunk store vs one file per mes
 int RunMeta(int argc, char** argv);     // metadata service mutations and readdir
 int RunMaildir(int argc, char** argv);  // maildir workload on any directory
 int RunRebuild(int argc, char** argv);  // rebuild of a wiped brick vs rsync
+int RunRebalance(int argc, char** argv);  // add two bricks, drain one, vs rsync
 
 // The p-quantile (0..1) of sorted values; 0 for none.
 inline double Percentile(const std::vector<double>& sorted, double p) {

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
       {"meta", spool::bench::RunMeta, "metadata mutations/s and large readdir"},
       {"maildir", spool::bench::RunMaildir, "maildir deliver/scan/read/flag/expunge on --root DIR"},
       {"rebuild", spool::bench::RunRebuild, "rebuild a wiped brick of a 3-brick cluster vs rsync"},
+      {"rebalance", spool::bench::RunRebalance, "add two bricks, drain one, under load, vs rsync"},
   };
   if (argc >= 2) {
     for (auto& s : subs)

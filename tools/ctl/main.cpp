@@ -1,6 +1,7 @@
 // spoolctl: the operator's view of a cluster. Thin: each subcommand is one
 // RPC to meta and a printout (with --wait, repeated until the work is done).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -79,6 +80,21 @@ std::string ScrubLine(const StatusReply& st) {
          " corrupt found, " + std::to_string(rewritten) + " rewritten";
 }
 
+// Placement groups brick `id` still holds (as a member or leaving).
+uint32_t GroupsHeld(const StatusReply& st, uint32_t id) {
+  uint32_t n = 0;
+  for (const auto& pg : st.map().pgs()) {
+    n += static_cast<uint32_t>(std::count(pg.bricks().begin(), pg.bricks().end(), id));
+    n += static_cast<uint32_t>(std::count(pg.leaving().begin(), pg.leaving().end(), id));
+  }
+  return n;
+}
+
+std::string MoveLine(const StatusReply& st, uint32_t id) {
+  return RepairLine(st) + ", " + std::to_string(st.pgs_moving()) + " groups moving; brick " + std::to_string(id) +
+         " holds " + std::to_string(GroupsHeld(st, id));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,6 +114,23 @@ int main(int argc, char** argv) {
   auto* scrub = app.add_subcommand("scrub", "start a scrub pass on every brick now");
   scrub->add_flag("--wait", scrub_wait, "then show progress until every brick finished");
   scrub->add_option("--timeout", timeout_s, "give up waiting after this many seconds (0 = never)");
+  // Brick administration: one BrickAdmin RPC each.
+  uint32_t brick_id = 0;
+  std::string maintenance_mode;
+  bool admin_wait = false;
+  auto* add_brick = app.add_subcommand("add-brick", "let a pending brick (spool-meta --auto-join=false) take groups");
+  auto* drain_brick = app.add_subcommand("drain-brick", "move every placement group off a brick (it keeps serving reads)");
+  auto* undrain_brick = app.add_subcommand("undrain-brick", "cancel a drain: the brick takes groups again");
+  auto* remove_brick = app.add_subcommand(
+      "remove-brick", "forget a drained brick (refused while it may hold the only good copy of anything)");
+  auto* maintenance = app.add_subcommand("maintenance", "ID on|off: a brick away for maintenance is not rebuilt elsewhere");
+  for (auto* sub : {add_brick, drain_brick, undrain_brick, remove_brick, maintenance})
+    sub->add_option("ID", brick_id, "brick id (see status)")->required();
+  maintenance->add_option("MODE", maintenance_mode, "on or off")->required()->check(CLI::IsMember({"on", "off"}));
+  for (auto* sub : {add_brick, drain_brick, undrain_brick}) {
+    sub->add_flag("--wait", admin_wait, "then show progress until the groups have moved");
+    sub->add_option("--timeout", timeout_s, "give up waiting after this many seconds (0 = never)");
+  }
   // --json also after the subcommand, as in `spoolctl status --json`.
   for (auto* sub : {status, heal}) sub->add_flag("--json", json, "print JSON instead of text");
   app.require_subcommand(1);
@@ -132,6 +165,35 @@ int main(int argc, char** argv) {
       if (heal_wait)
         rc = WaitUntil(*client, timeout_s, [](const StatusReply& st) { return st.repair().pgs_pending() == 0; },
                        RepairLine);
+    }
+  } else if (add_brick->parsed() || drain_brick->parsed() || undrain_brick->parsed() || remove_brick->parsed() ||
+             maintenance->parsed()) {
+    spool::proto::BrickAdminRequest request;
+    request.set_brick_id(brick_id);
+    request.set_action(add_brick->parsed()       ? spool::proto::BRICK_ACTION_ADD
+                       : drain_brick->parsed()   ? spool::proto::BRICK_ACTION_DRAIN
+                       : undrain_brick->parsed() ? spool::proto::BRICK_ACTION_UNDRAIN
+                       : remove_brick->parsed()  ? spool::proto::BRICK_ACTION_REMOVE
+                       : maintenance_mode == "on" ? spool::proto::BRICK_ACTION_MAINTENANCE_ON
+                                                  : spool::proto::BRICK_ACTION_MAINTENANCE_OFF);
+    spool::proto::BrickAdminReply reply;
+    auto s = client->CallSync(spool::rpc::Method::kBrickAdmin, request, &reply, {}, nullptr, kCallTimeout);
+    if (!s.ok()) {
+      // The refusal's message says why; print it plainly.
+      std::fprintf(stderr, "spoolctl: %s\n", s.message().c_str());
+      rc = 1;
+    } else {
+      std::printf("%s (map epoch %llu)\n", reply.message().c_str(), static_cast<unsigned long long>(reply.epoch()));
+      if (admin_wait) {
+        const bool draining = drain_brick->parsed();
+        rc = WaitUntil(
+            *client, timeout_s,
+            [draining, brick_id](const StatusReply& st) {
+              if (draining && GroupsHeld(st, brick_id) > 0) return false;
+              return st.pgs_moving() == 0 && st.repair().pgs_pending() == 0;
+            },
+            [brick_id](const StatusReply& st) { return MoveLine(st, brick_id); });
+      }
     }
   } else if (scrub->parsed()) {
     spool::proto::ScrubReply reply;

@@ -27,6 +27,27 @@ const char* StateName(proto::BrickState s) {
   }
 }
 
+const char* AdminName(proto::BrickAdmin a) {
+  switch (a) {
+    case proto::ADMIN_NORMAL: return "normal";
+    case proto::ADMIN_DRAINING: return "draining";
+    case proto::ADMIN_MAINTENANCE: return "maintenance";
+    case proto::ADMIN_PENDING: return "pending";
+    case proto::ADMIN_REMOVED: return "removed";
+    default: return "unknown";
+  }
+}
+
+// Placement groups a brick is a member of, and leaving (moving off it).
+std::pair<uint32_t, uint32_t> GroupsOf(const proto::ClusterMap& map, uint32_t id) {
+  uint32_t member = 0, leaving = 0;
+  for (const auto& pg : map.pgs()) {
+    member += static_cast<uint32_t>(std::count(pg.bricks().begin(), pg.bricks().end(), id));
+    leaving += static_cast<uint32_t>(std::count(pg.leaving().begin(), pg.leaving().end(), id));
+  }
+  return {member, leaving};
+}
+
 std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
@@ -102,21 +123,27 @@ std::string StatusText(const proto::StatusReply& st) {
   const auto& map = st.map();
   std::string out = fmt::format("map epoch {}  pg_count {}  replicas {}\n", map.epoch(), map.pg_count(), map.replicas());
   out += fmt::format("bricks ({}):\n", map.bricks_size());
-  out += fmt::format("  {:>4}  {:<22} {:<16} {:<5} {:>12} {:>12} {:>6}\n", "id", "address", "domain", "state",
-                     "capacity", "used", "use%");
+  out += fmt::format("  {:>4}  {:<22} {:<16} {:<5} {:<12} {:>12} {:>12} {:>6} {:>5} {:>7}\n", "id", "address", "domain",
+                     "state", "admin", "capacity", "used", "use%", "pgs", "leaving");
   for (const auto& b : map.bricks()) {
     const double pct = b.capacity_bytes() ? 100.0 * static_cast<double>(b.used_bytes()) / static_cast<double>(b.capacity_bytes()) : 0;
-    out += fmt::format("  {:>4}  {:<22} {:<16} {:<5} {:>12} {:>12} {:>5.1f}%\n", b.id(), b.address(),
-                       b.failure_domain(), StateName(b.state()), Bytes(b.capacity_bytes()), Bytes(b.used_bytes()), pct);
+    const auto [member, leaving] = GroupsOf(map, b.id());
+    out += fmt::format("  {:>4}  {:<22} {:<16} {:<5} {:<12} {:>12} {:>12} {:>5.1f}% {:>5} {:>7}\n", b.id(), b.address(),
+                       b.failure_domain(), StateName(b.state()),
+                       std::string(AdminName(b.admin())) + (b.near_full() ? ",full" : ""), Bytes(b.capacity_bytes()),
+                       Bytes(b.used_bytes()), pct, member, leaving);
   }
-  out += fmt::format("placement groups: {} healthy, {} degraded\n", st.pgs_healthy(), st.pgs_degraded());
+  out += fmt::format("placement groups: {} healthy, {} moving, {} degraded\n", st.pgs_healthy(), st.pgs_moving(),
+                     st.pgs_degraded());
   if (st.degraded_pgs_size() > 0) out += "degraded groups: " + Ranges(st.degraded_pgs()) + "\n";
   const auto& r = st.repair();
   if (r.pgs_pending() > 0) {
     const double fraction =
         r.wave_marked() ? static_cast<double>(r.wave_done()) / static_cast<double>(r.wave_marked()) : 0.0;
-    out += fmt::format("repair: {}  {}/{} groups repaired, {} pending, {} chunks to copy, {}/s, ETA {}\n",
-                       ProgressBar(fraction, 30), r.wave_done(), r.wave_marked(), r.pgs_pending(), r.chunks_pending(),
+    // Moves are copied by the repair machinery: one progress line for both.
+    out += fmt::format("{}: {}  {}/{} groups done, {} pending, {} chunks to copy, {}/s, ETA {}\n",
+                       st.pgs_moving() > 0 ? "moves+repair" : "repair", ProgressBar(fraction, 30), r.wave_done(),
+                       r.wave_marked(), r.pgs_pending(), r.chunks_pending(),
                        Bytes(static_cast<uint64_t>(r.bytes_per_sec())), Duration(r.eta_ms()));
   } else {
     out += "repair: none pending\n";
@@ -149,19 +176,20 @@ std::string StatusJson(const proto::StatusReply& st) {
     if (!bricks.empty()) bricks += ",";
     bricks += fmt::format(
         "{{\"id\":{},\"uuid\":{},\"address\":{},\"failure_domain\":{},\"state\":\"{}\",\"capacity_bytes\":{},"
-        "\"used_bytes\":{},\"last_heartbeat_ms\":{}}}",
+        "\"used_bytes\":{},\"last_heartbeat_ms\":{},\"admin\":\"{}\",\"near_full\":{},\"pgs\":{},\"leaving_pgs\":{}}}",
         b.id(), JsonString(b.uuid()), JsonString(b.address()), JsonString(b.failure_domain()), StateName(b.state()),
-        b.capacity_bytes(), b.used_bytes(), b.last_heartbeat_ms());
+        b.capacity_bytes(), b.used_bytes(), b.last_heartbeat_ms(), AdminName(b.admin()),
+        b.near_full() ? "true" : "false", GroupsOf(map, b.id()).first, GroupsOf(map, b.id()).second);
   }
   std::string work;
   for (const auto& w : st.brick_work()) work += (work.empty() ? "" : ",") + BrickWorkJson(w);
   return fmt::format(
       "{{\"epoch\":{},\"pg_count\":{},\"replicas\":{},\"bricks\":[{}],\"pgs_healthy\":{},\"pgs_degraded\":{},"
       "\"inodes\":{},\"op_seq\":{},\"deletion_queue\":{},\"sessions\":{},\"repair\":{},\"brick_work\":[{}],"
-      "\"scrub_generation\":{},\"degraded_pgs\":[{}]}}\n",
+      "\"scrub_generation\":{},\"degraded_pgs\":[{}],\"pgs_moving\":{}}}\n",
       map.epoch(), map.pg_count(), map.replicas(), bricks, st.pgs_healthy(), st.pgs_degraded(), st.inodes(),
       st.op_seq(), st.deletion_queue(), st.sessions(), RepairJson(st.repair()), work, st.scrub_generation(),
-      Join(st.degraded_pgs()));
+      Join(st.degraded_pgs()), st.pgs_moving());
 }
 
 std::string HealText(const proto::HealReply& heal) {

@@ -1,0 +1,520 @@
+// spool-bench rebalance: how fast placement groups move when bricks are
+// added and drained (issue 11), and what that does to delivery latency.
+//
+// Starts a real 3-brick cluster (tests/support LocalCluster), fills it with
+// --messages mail-sized messages straight to the bricks (as spool-bench
+// rebuild does: one chunk per message, ids from meta, bulk puts to every
+// brick of the chunk's group), measures the p99 of a maildir delivery load
+// through a spoolfs mount, then adds two bricks and times until no group is
+// moving or pending and every group is healthy; then drains brick 0 and
+// times until it holds no group. The same delivery load runs during both.
+// Baseline: `rsync -a` of the same messages stored as one file each.
+// (The helpers are those of bench_rebuild.cpp, kept in this file's own
+// anonymous namespace.)
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/cluster_key.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/placement.h"
+#include "common/rpc/client.h"
+#include "common/rpc/runtime.h"
+#include "spool.pb.h"
+#include "tests/support/cluster.h"
+#include "tools/bench/bench.h"
+
+namespace spool::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+std::atomic<bool> g_interrupted{false};
+void OnSignal(int) { g_interrupted = true; }
+
+struct Options {
+  int messages = 200000;
+  std::string dir = "/var/tmp";
+  uint64_t seed = 42;
+  int repair_mbps = 96;     // brickd's default
+  int repair_workers = 0;   // 0: brickd's default
+  bool skip_rsync = false;
+  double load_seconds = 15;  // idle latency measurement
+  int load_threads = 2;
+  bool keep_logs = false;
+};
+
+// Mostly 1-10 KiB, as in a mail spool: 10% 256 B-1 KiB, 80% 1-10 KiB,
+// 9% 10-64 KiB, 1% 64-256 KiB.
+size_t MessageSize(std::mt19937_64& rng) {
+  const int bucket = static_cast<int>(rng() % 100);
+  if (bucket < 10) return 256 + rng() % 768;
+  if (bucket < 90) return 1024 + rng() % (9 * 1024);
+  if (bucket < 99) return 10240 + rng() % (54 * 1024);
+  return 65536 + rng() % (192 * 1024);
+}
+
+// Deterministic incompressible bytes (SplitMix64 stream).
+void FillBody(std::string* out, size_t size, uint64_t seed) {
+  out->resize(size);
+  uint64_t x = seed;
+  for (size_t i = 0; i < size; i += 8) {
+    const uint64_t v = Mix64(x++);
+    std::memcpy(out->data() + i, &v, std::min<size_t>(8, size - i));
+  }
+}
+
+struct Message {
+  uint64_t chunk_id = 0;
+  uint32_t size = 0;
+  uint32_t crc = 0;
+  uint64_t seed = 0;
+};
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// ------------------------------------------------------------- delivery load
+
+// Maildir deliveries (create tmp/X, write, fsync, close, rename into new/) on
+// a few threads until stopped; every delivery's start time and latency kept.
+class DeliveryLoad {
+ public:
+  struct Sample {
+    Clock::time_point start;
+    double us;
+  };
+
+  DeliveryLoad(std::string root, int threads, uint64_t seed) : root_(std::move(root)) {
+    for (const char* sub : {"", "/tmp", "/new"}) ::mkdir((root_ + sub).c_str(), 0700);
+    for (int t = 0; t < threads; ++t) threads_.emplace_back([this, t, seed] { Run(t, seed); });
+  }
+  ~DeliveryLoad() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  // Latencies (us, sorted) of deliveries started in [from, to).
+  std::vector<double> Latencies(Clock::time_point from, Clock::time_point to) {
+    std::lock_guard lock(mu_);
+    std::vector<double> out;
+    for (const auto& s : samples_)
+      if (s.start >= from && s.start < to) out.push_back(s.us);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  uint64_t errors() const { return errors_; }
+  std::string first_error() {
+    std::lock_guard lock(mu_);
+    return first_error_;
+  }
+
+ private:
+  void Run(int t, uint64_t seed) {
+    std::mt19937_64 rng(seed * 1000 + static_cast<uint64_t>(t));
+    std::string body;
+    for (uint64_t i = 0; !stop_; ++i) {
+      FillBody(&body, MessageSize(rng), rng());
+      const std::string name = "d" + std::to_string(t) + "." + std::to_string(i);
+      const std::string tmp = root_ + "/tmp/" + name;
+      const auto start = Clock::now();
+      int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+      bool ok = fd >= 0;
+      ok = ok && ::write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size());
+      ok = ok && ::fsync(fd) == 0;
+      if (fd >= 0) ok = ::close(fd) == 0 && ok;
+      ok = ok && ::rename(tmp.c_str(), (root_ + "/new/" + name).c_str()) == 0;
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+      std::lock_guard lock(mu_);
+      if (ok) {
+        samples_.push_back({start, us});
+      } else {
+        ++errors_;
+        if (first_error_.empty()) first_error_ = name + ": " + std::strerror(errno);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+  }
+
+  const std::string root_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  std::mutex mu_;  // guards everything below
+  std::vector<Sample> samples_;
+  uint64_t errors_ = 0;
+  std::string first_error_;
+};
+
+// ------------------------------------------------------------- helpers
+
+bool DropCaches() {
+  ::sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  f << "3\n";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+std::string DefaultBuildDir() {
+  std::error_code ec;
+  auto self = fs::read_symlink("/proc/self/exe", ec);  // BUILD/tools/bench/spool-bench
+  if (ec) return ".";
+  return self.parent_path().parent_path().parent_path().string();
+}
+
+// VmHWM of a process in KiB, or 0.
+
+
+
+int RunCommand(const std::string& cmd) {
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// Fills every brick of each message's PG with its chunk, in bulk.
+class Filler {
+ public:
+  Filler(rpc::IoRuntime& runtime, const ClusterKey& key, const proto::ClusterMap& map) : map_(map) {
+    for (const auto& b : map.bricks()) clients_[b.id()] = rpc::RpcClient::Create(runtime.io(), b.address(), key);
+  }
+  ~Filler() {
+    for (auto& [id, c] : clients_) c->Close();
+  }
+
+  // Puts every message; the bodies are generated on the fly.
+  Status Put(const std::vector<Message>& messages) {
+    constexpr size_t kMaxChunks = 4096;         // brick_service.h: kMaxChunksPerRequest
+    constexpr size_t kMaxBytes = 8u << 20;      // well below the 16 MiB frame limit
+    constexpr size_t kInFlight = 6;             // requests outstanding across the bricks
+    struct Batch {
+      proto::PutChunksRequest request;
+      std::string payload;
+    };
+    std::map<uint32_t, Batch> batches;  // by brick id
+    std::deque<std::future<Result<rpc::Frame>>> in_flight;
+    auto drain_to = [&](size_t n) -> Status {
+      while (in_flight.size() > n) {
+        auto r = in_flight.front().get();
+        in_flight.pop_front();
+        if (!r.ok()) return r.status();
+      }
+      return Status::Ok();
+    };
+    auto send = [&](uint32_t brick) -> Status {
+      auto& b = batches[brick];
+      if (b.request.chunks_size() == 0) return Status::Ok();
+      in_flight.push_back(clients_[brick]->Call(rpc::Method::kPutChunks, b.request, std::move(b.payload),
+                                                std::chrono::seconds(60)));
+      b = Batch{};
+      return drain_to(kInFlight);
+    };
+    std::string body;
+    for (const auto& m : messages) {
+      if (g_interrupted) return Status::Error(EINTR, "interrupted");
+      FillBody(&body, m.size, m.seed);
+      const uint32_t pg = PgOfChunk(m.chunk_id, map_.pg_count());
+      for (uint32_t brick : map_.pgs(static_cast<int>(pg)).bricks()) {
+        auto& b = batches[brick];
+        auto* ref = b.request.add_chunks();
+        ref->set_chunk_id(m.chunk_id);
+        ref->set_pg(pg);
+        ref->set_crc32c(m.crc);
+        ref->set_length(m.size);
+        b.payload += body;
+        if (static_cast<size_t>(b.request.chunks_size()) >= kMaxChunks || b.payload.size() >= kMaxBytes)
+          if (auto s = send(brick); !s.ok()) return s;
+      }
+    }
+    for (auto& [brick, b] : batches)
+      if (auto s = send(brick); !s.ok()) return s;
+    return drain_to(0);
+  }
+
+ private:
+  const proto::ClusterMap& map_;
+  std::map<uint32_t, std::shared_ptr<rpc::RpcClient>> clients_;
+};
+
+// Lists every PG on a brick; counts the messages present with the right
+// length and CRC.
+
+void PrintLatency(const char* label, const std::vector<double>& us, double seconds) {
+  std::printf("  %-22s %6zu deliveries %6.1f/s  p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms\n", label, us.size(),
+              seconds > 0 ? static_cast<double>(us.size()) / seconds : 0.0, Percentile(us, 0.50) / 1000,
+              Percentile(us, 0.99) / 1000, us.empty() ? 0.0 : us.back() / 1000);
+}
+
+// Everything the run created, removed whatever happens.
+struct Cleanup {
+  std::string work_dir;
+  std::string keep_logs_to;  // non-empty: copy *.log there first
+  std::unique_ptr<testing::LocalCluster> cluster;
+  ~Cleanup() {
+    StopCluster();
+    std::error_code ec;
+    if (!work_dir.empty()) fs::remove_all(work_dir, ec);
+  }
+  // Unmounts, kills meta and the bricks, removes the cluster's directory.
+  void StopCluster() {
+    if (!cluster) return;
+    std::error_code ec;
+    if (!keep_logs_to.empty()) {
+      fs::create_directories(keep_logs_to, ec);
+      for (const auto& e : fs::directory_iterator(cluster->dir(), ec))
+        if (e.path().extension() == ".log")
+          fs::copy_file(e.path(), keep_logs_to + "/" + e.path().filename().string(),
+                        fs::copy_options::overwrite_existing, ec);
+    }
+    cluster.reset();
+  }
+};
+
+}  // namespace
+
+int RunRebalance(int argc, char** argv) {
+  Options o;
+  CLI::App app{"spool-bench rebalance: add two bricks and drain one under load, beside rsync -a"};
+  app.add_option("--messages", o.messages, "messages in the cluster (one chunk each)")->capture_default_str();
+  app.add_option("--dir", o.dir, "work directory on the disk under test")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of message sizes and bytes")->capture_default_str();
+  app.add_option("--repair-mbps", o.repair_mbps, "passed to every brick: MiB/s of move pulls (0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--load-seconds", o.load_seconds, "duration of the idle latency measurement")->capture_default_str();
+  app.add_option("--load-threads", o.load_threads, "delivery threads on the mount")->capture_default_str();
+  app.add_flag("--skip-rsync", o.skip_rsync, "skip the rsync baseline");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (o.messages <= 0 || o.load_threads <= 0) {
+    std::fprintf(stderr, "spool-bench rebalance: --messages and --load-threads must be positive\n");
+    return 2;
+  }
+  spool::InitLogging("warn");
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "spool-bench rebalance: %s\n", what.c_str());
+    return 1;
+  };
+  Cleanup cleanup;
+  const std::string work_dir = fs::absolute(o.dir).string() + "/spool-bench-rebalance." + std::to_string(getpid());
+  std::error_code ec;
+  fs::create_directories(work_dir, ec);
+  if (ec) return fail("cannot create " + work_dir + ": " + ec.message());
+  cleanup.work_dir = work_dir;
+  ::setenv("SPOOL_BUILD_DIR", DefaultBuildDir().c_str(), 0);
+  ::setenv("TMPDIR", work_dir.c_str(), 1);
+
+  std::mt19937_64 rng(o.seed);
+  std::vector<Message> messages(static_cast<size_t>(o.messages));
+  uint64_t total_bytes = 0;
+  {
+    std::string body;
+    for (auto& m : messages) {
+      m.size = static_cast<uint32_t>(MessageSize(rng));
+      m.seed = rng();
+      FillBody(&body, m.size, m.seed);
+      m.crc = Crc32c(body);
+      total_bytes += m.size;
+    }
+  }
+  testing::ClusterConfig config;
+  config.bricks = 3;
+  config.replicas = 3;
+  config.meta_args = {"--move-settle-ms", "1000"};
+  config.brick_args = {"--repair-mbps", std::to_string(o.repair_mbps), "--scrub-interval-hours", "0",
+                       "--gc-delay-ms", "2000"};
+  cleanup.cluster = std::make_unique<testing::LocalCluster>(config);
+  auto& cluster = *cleanup.cluster;
+
+  std::printf("spool-bench rebalance\n");
+  std::printf("  messages      %d, %.1f MB (mean %.1f KiB), seed %llu\n", o.messages,
+              static_cast<double>(total_bytes) / 1e6, static_cast<double>(total_bytes) / 1024.0 / o.messages,
+              static_cast<unsigned long long>(o.seed));
+  std::printf("  cluster       spool-meta + 3 spool-brickd (equal disks), 3 copies, data under %s\n", work_dir.c_str());
+  std::printf("  phases        add 2 bricks -> until balanced; drain brick 0 -> until it holds no group\n");
+  std::printf("  moves         --repair-mbps %d per brick%s, --move-settle-ms 1000\n", o.repair_mbps,
+              o.repair_mbps == 0 ? " (unlimited)" : " MiB/s");
+  std::printf("  load          %d threads delivering through a spoolfs mount: %.0f s idle, then during each phase\n",
+              o.load_threads, o.load_seconds);
+  std::printf("  baseline      %s\n\n", o.skip_rsync ? "skipped" : "rsync -a of the same messages, one file each");
+  std::fflush(stdout);
+
+  if (!cluster.Start()) return fail("cluster did not start; see " + cluster.dir() + "/*.log");
+  auto key = ClusterKey::Load(cluster.key_path());
+  if (!key.ok()) return fail(key.status().message());
+  rpc::IoRuntime runtime(2);
+  auto meta = rpc::RpcClient::Create(runtime.io(), cluster.meta_address(), *key);
+  proto::ClusterMap map;
+  if (auto s = meta->CallSync(rpc::Method::kGetMap, proto::GetMapRequest(), &map); !s.ok())
+    return fail("GetMap: " + s.ToString());
+  for (size_t i = 0; i < messages.size();) {
+    proto::AllocChunkIdsRequest req;
+    req.set_count(static_cast<uint32_t>(std::min<size_t>(65536, messages.size() - i)));
+    proto::AllocChunkIdsReply reply;
+    if (auto s = meta->CallSync(rpc::Method::kAllocChunkIds, req, &reply); !s.ok())
+      return fail("AllocChunkIds: " + s.ToString());
+    for (uint32_t k = 0; k < reply.count() && i < messages.size(); ++k) messages[i++].chunk_id = reply.first() + k;
+  }
+  const auto fill_start = Clock::now();
+  {
+    Filler filler(runtime, *key, map);
+    if (auto s = filler.Put(messages); !s.ok()) return fail("fill: " + s.ToString());
+  }
+  std::printf("fill           %.1f s\n", Seconds(Clock::now() - fill_start));
+
+  const std::string mount = cluster.Mount();
+  if (mount.empty()) return fail("mount failed; see " + cluster.dir());
+  auto load = std::make_unique<DeliveryLoad>(mount + "/load", o.load_threads, o.seed);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const auto idle_from = Clock::now();
+  for (double t = 0; t < o.load_seconds && !g_interrupted; t += 0.1)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto idle_to = Clock::now();
+  load->Stop();
+  const auto idle = load->Latencies(idle_from, idle_to);
+  if (load->errors() > 0) return fail("delivery errors while idle: " + load->first_error());
+
+  auto settled = [](const proto::StatusReply& s) {
+    return s.pgs_moving() == 0 && s.repair().pgs_pending() == 0 && s.pgs_healthy() == s.map().pg_count();
+  };
+  auto held = [](const proto::StatusReply& s, uint32_t id) {
+    uint32_t n = 0;
+    for (const auto& pg : s.map().pgs())
+      n += static_cast<uint32_t>(std::count(pg.bricks().begin(), pg.bricks().end(), id) +
+                                 std::count(pg.leaving().begin(), pg.leaving().end(), id));
+    return n;
+  };
+  // Runs one phase under load; returns (seconds, chunks copied, bytes copied, latencies).
+  struct Phase {
+    double seconds = -1;
+    uint64_t chunks = 0, bytes = 0;
+    std::vector<double> latencies;
+  };
+  auto run_phase = [&](const std::function<bool()>& start, const std::function<bool(const proto::StatusReply&)>& done,
+                       uint64_t seed) {
+    Phase p;
+    proto::StatusReply st;
+    if (!cluster.Status(&st)) return p;
+    const uint64_t chunks0 = st.repair().chunks_copied(), bytes0 = st.repair().bytes_copied();
+    auto l = std::make_unique<DeliveryLoad>(mount + "/load", o.load_threads, seed);
+    const auto t0 = Clock::now();
+    if (!start()) return p;
+    const auto deadline = t0 + std::chrono::minutes(60);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    while (Clock::now() < deadline && !g_interrupted) {
+      if (cluster.Status(&st) && done(st)) {
+        p.seconds = Seconds(Clock::now() - t0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const auto t1 = Clock::now();
+    l->Stop();
+    p.latencies = l->Latencies(t0, t1);
+    if (l->errors() > 0) std::printf("  delivery errors: %llu (first: %s)\n",
+                                     static_cast<unsigned long long>(l->errors()), l->first_error().c_str());
+    p.chunks = st.repair().chunks_copied() - chunks0;
+    p.bytes = st.repair().bytes_copied() - bytes0;
+    return p;
+  };
+
+  Phase add = run_phase(
+      [&] { return cluster.AddBrick() >= 0 && cluster.AddBrick() >= 0; },
+      [&](const proto::StatusReply& s) {
+        int up = 0;
+        for (const auto& b : s.map().bricks()) up += b.state() == proto::BRICK_UP;
+        return up == 5 && settled(s);
+      },
+      o.seed + 1);
+  if (add.seconds < 0) return fail("not balanced after adding two bricks");
+  const uint32_t drained = cluster.BrickId(0);
+  Phase drain = run_phase(
+      [&] {
+        proto::BrickAdminRequest req;
+        req.set_brick_id(drained);
+        req.set_action(proto::BRICK_ACTION_DRAIN);
+        proto::BrickAdminReply reply;
+        return meta->CallSync(rpc::Method::kBrickAdmin, req, &reply).ok();
+      },
+      [&](const proto::StatusReply& s) { return held(s, drained) == 0 && settled(s); }, o.seed + 2);
+  if (drain.seconds < 0) return fail("brick 0 not drained");
+  auto report = [&](const char* name, const Phase& p) {
+    std::printf("%-14s %.1f s; %llu chunks (%.1f MB) copied: %.0f messages/s, %.1f MB/s\n", name, p.seconds,
+                static_cast<unsigned long long>(p.chunks), static_cast<double>(p.bytes) / 1e6,
+                static_cast<double>(p.chunks) / p.seconds, static_cast<double>(p.bytes) / 1e6 / p.seconds);
+  };
+  report("add 2 bricks", add);
+  report("drain brick 0", drain);
+  std::printf("latency        deliveries through the mount, %d threads:\n", o.load_threads);
+  PrintLatency("idle", idle, Seconds(idle_to - idle_from));
+  PrintLatency("during add", add.latencies, add.seconds);
+  PrintLatency("during drain", drain.latencies, drain.seconds);
+  meta->Close();
+  runtime.Stop();
+  cleanup.StopCluster();
+
+  double plain_s = 0;
+  if (!o.skip_rsync) {
+    const std::string src = work_dir + "/rsync-src", dst = work_dir + "/rsync-plain";
+    constexpr int kMailboxes = 100;
+    for (int b = 0; b < kMailboxes; ++b) fs::create_directories(src + "/u" + std::to_string(b) + "/cur", ec);
+    std::string body;
+    for (size_t i = 0; i < messages.size() && !g_interrupted; ++i) {
+      FillBody(&body, messages[i].size, messages[i].seed);
+      const std::string path = src + "/u" + std::to_string(i % kMailboxes) + "/cur/" + std::to_string(i) + ":2,S";
+      int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+      if (fd < 0 || ::write(fd, body.data(), body.size()) != static_cast<ssize_t>(body.size()))
+        return fail("writing " + path + ": " + std::strerror(errno));
+      ::close(fd);
+    }
+    DropCaches();
+    const auto t0 = Clock::now();
+    if (RunCommand("rsync -a '" + src + "/' '" + dst + "/'") != 0) return fail("rsync -a failed");
+    plain_s = Seconds(Clock::now() - t0);
+    std::printf("rsync -a       %.1f s: %.0f messages/s, %.1f MB/s\n", plain_s, o.messages / plain_s,
+                static_cast<double>(total_bytes) / 1e6 / plain_s);
+  }
+  std::printf("\nratios\n");
+  const double drain_rate = static_cast<double>(drain.chunks) / drain.seconds;
+  if (!o.skip_rsync) {
+    const double r = drain_rate / (o.messages / plain_s);
+    std::printf("  drain / rsync -a messages/s  %6.1fx  (goal >= 10x: %s)\n", r, r >= 10 ? "MET" : "NOT MET");
+  }
+  const double p99_idle = Percentile(idle, 0.99);
+  for (const auto* p : {&add, &drain}) {
+    const double r = p99_idle > 0 ? Percentile(p->latencies, 0.99) / p99_idle : 0;
+    std::printf("  p99 during %-5s / idle      %6.2fx  (goal <= 2x: %s)\n", p == &add ? "add" : "drain", r,
+                r <= 2 ? "MET" : "NOT MET");
+  }
+  return 0;
+}
+
+}  // namespace spool::bench
