@@ -21,10 +21,11 @@ repeatedly SELECTs every INBOX and fetches every message. Every message B
 sees must be intact and keep its UID; at the end every message is present
 exactly once and intact through both A and B, with the same UIDs.
 
-Finally neither Dovecot's log may show Error:, Panic:, Fatal: or
-corruption. Runs with the indexes on the mount (the shared-filesystem case)
+Finally neither Dovecot's log may show Error:, Panic:, Fatal:, corruption
+or any Warning: but a slow step. Runs with the indexes on the mount (the shared-filesystem case)
 and again with each host's indexes on its local disk."""
 import os
+import re
 import smtplib
 import sys
 import threading
@@ -49,6 +50,15 @@ def user_of(i):
 
 def size_of(i):
     return SIZES[(i * 7 + i // 3) % len(SIZES)]
+
+
+def log_problems(dovecot):
+    """Errors, crashes and corruption in the log, and any warning (Dovecot
+    warns of a message reappearing, a changed UIDVALIDITY, a duplicate
+    uidlist entry...) except that some step was slow under load."""
+    return [line for line in dovecot.problems(extra=("Warning:",))
+            if not ("Warning:" in line and re.search(r" took \d+(\.\d+)? (milli)?seconds", line)
+                    and "corrupt" not in line.lower())]
 
 
 def index_of(mid):
@@ -260,8 +270,8 @@ class DovecotAcrossHosts(unittest.TestCase):
             self.phase2(a, b)
             print("phase 2 done after %.1f s" % (time.time() - started), flush=True)
             for name, dovecot in (("A", a), ("B", b)):
-                self.assertEqual(dovecot.problems(), [],
-                                 "Dovecot %s logged errors:\n%s" % (name, dovecot.log_text()[-5000:]))
+                self.assertEqual(log_problems(dovecot), [],
+                                 "Dovecot %s logged problems:\n%s" % (name, dovecot.log_text()[-5000:]))
         except Exception:
             print(cluster.logs())
             for name, dovecot in (("A", a), ("B", b)):
