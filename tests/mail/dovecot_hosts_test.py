@@ -8,7 +8,8 @@ maildirs, with the same settings as tests/mail/dovecot_test.py (Dovecot's
 advice for clustered filesystems).
 
 Phase 1, Dovecot's supported pattern (a mailbox used by one host at a time,
-as after a VM migration): 60 messages of mixed sizes delivered over LMTP
+as after a VM migration): the users' empty mailboxes opened through B, then
+60 messages of mixed sizes delivered over LMTP
 through A to three users; through B's IMAP each one is fetched and compared
 byte for byte, some are flagged \\Seen or \\Flagged, some copied to a new
 folder, some expunged; then through A's IMAP the folders, flags, UIDs,
@@ -20,6 +21,13 @@ Dovecot does not promise on NFS): deliveries through A while B's IMAP
 repeatedly SELECTs every INBOX and fetches every message. Every message B
 sees must be intact and keep its UID; at the end every message is present
 exactly once and intact through both A and B, with the same UIDs.
+
+What proves invalidations: with a spoolfs whose mounts apply none of meta's
+invalidations (checked by hand), phase 1 still passes -- Dovecot copes with
+stale directory attributes when one host at a time uses a mailbox, as it
+does on NFS -- but phase 2 fails within seconds (B sees a message change
+its UID: Dovecot re-reads a stale dovecot-uidlist). With invalidations it
+passes.
 
 Finally neither Dovecot's log may show Error:, Panic:, Fatal:, corruption
 or any Warning: but a slow step. Runs with the indexes on the mount (the shared-filesystem case)
@@ -101,6 +109,14 @@ class DovecotAcrossHosts(unittest.TestCase):
     # ------------------------------------------------------------ phase 1
 
     def phase1(self, a, b):
+        # B served these users before they moved to A (as before a VM
+        # migration): B's kernel has their maildirs and index files cached
+        # for 120 s, as they were while still empty.
+        for user in USERS:
+            imap = b.imap(user)
+            typ, data = imap.select("INBOX")
+            self.assertEqual((typ, int(data[0])), ("OK", 0), "B %s: empty INBOX" % user)
+            imap.logout()
         self.deliver(a, range(60))
         self.expected = {}  # user -> mailbox -> {Message-ID: flags}
         seen_by_b = {}  # user -> mailbox -> {Message-ID: (uid, raw)}
