@@ -26,7 +26,7 @@ What proves invalidations: with a spoolfs whose mounts apply none of meta's
 invalidations (checked by hand), phase 1 still passes -- Dovecot copes with
 stale directory attributes when one host at a time uses a mailbox, as it
 does on NFS -- but phase 2 fails within seconds (B sees a message change
-its UID: Dovecot re-reads a stale dovecot-uidlist). With invalidations it
+its UID, presumably from stale uidlist or index state). With invalidations it
 passes.
 
 Finally neither Dovecot's log may show Error:, Panic:, Fatal:, corruption
