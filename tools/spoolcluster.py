@@ -85,6 +85,7 @@ class Cluster:
         self.build = build_dir()
         self.env = dict(os.environ)
         self.env["SPOOL_BUILD"] = self.build
+        self.extra_mounts = {}
 
     @classmethod
     def attach(cls, dir):
@@ -101,6 +102,7 @@ class Cluster:
         c.mount, c.meta, c.key, c.build = env["MOUNT"], env["META"], env["KEY"], env["BUILD"]
         c.env = dict(os.environ)
         c.env["SPOOL_BUILD"] = c.build
+        c.extra_mounts = {}
         return c
 
     def run(self, *args):
@@ -170,8 +172,50 @@ class Cluster:
             raise RuntimeError("spoolctl status: exit %d: %s" % (out.returncode, out.stdout.strip()))
         return json.loads(out.stdout)
 
+    def mount_again(self, path, *options, seconds=20):
+        """Mounts the cluster a further time at `path` (as another host would:
+        its own spoolfs process and meta session), with extra spoolfs
+        `options` such as "--attr-timeout", "30". Logs to <path>.log;
+        unmount() or down() unmounts it."""
+        path = os.path.abspath(path)
+        os.makedirs(path, exist_ok=True)
+        log = path + ".log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([os.path.join(self.build, "fusemount", "spoolfs"), "--meta", self.meta,
+                                     "--cluster-key", self.key, "--log-file", log, "-f", *options, path],
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.extra_mounts[path] = proc
+        deadline = time.time() + seconds
+        while not os.path.ismount(path):
+            if proc.poll() is not None or time.time() > deadline:
+                self.unmount(path)
+                with open(log, errors="replace") as f:
+                    raise RuntimeError("mount at %s failed:\n%s" % (path, f.read()[-4000:]))
+            time.sleep(0.05)
+        return path
+
+    def unmount(self, path):
+        """Unmounts a mount made by mount_again() and waits for its process."""
+        proc = self.extra_mounts.pop(os.path.abspath(path), None)
+        if os.path.ismount(path):
+            subprocess.run(["fusermount3", "-u", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                subprocess.run(["umount", "-l", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def down(self, keep=False):
         try:
+            for path in list(self.extra_mounts):
+                self.unmount(path)
             self.run("down")
         finally:
             if self.owns_dir and not keep and not os.environ.get("SPOOL_KEEP_TEST_DIRS"):

@@ -198,7 +198,10 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
     if (no_space) {
       size_t i = *no_space;
       std::string full;
-      for (uint32_t b : round->full_bricks[i]) full += (full.empty() ? "" : ",") + std::to_string(b);
+      for (uint32_t b : round->full_bricks[i]) {
+        if (!full.empty()) full += ',';  // not `"" + string`: a false -Wrestrict of GCC 12 at -O3
+        full += std::to_string(b);
+      }
       SPOOL_LOG_ERROR(
           "mount write failed: bricks are out of space, no write quorum chunk={} pg={} full_bricks={} acks={} "
           "quorum={} group={}",

@@ -7,112 +7,18 @@ again with the indexes on the mount, each also with one brick stopped.
 Settings follow Dovecot's advice for shared/cluster filesystems:
 mmap_disable=yes, mail_fsync=always, fcntl locking."""
 import email
-import imaplib
 import os
 import random
-import shutil
 import smtplib
-import subprocess
 import sys
-import tempfile
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-from spoolcluster import Cluster, free_port, wait_until_serving  # noqa: E402
+from dovecot_instance import Dovecot, message  # noqa: E402
+from spoolcluster import Cluster  # noqa: E402
 
-MAIL_UID = 8  # Debian's "mail" user owns the mailboxes
 USERS = ["alice", "bob", "carol"]
-
-
-def message(i, user, size):
-    rng = random.Random(i)
-    body = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 \n") for _ in range(size))
-    return ("From: sender%d@example.test\r\nTo: %s@example.test\r\nSubject: test %d\r\n"
-            "Message-ID: <%d.%s@example.test>\r\n\r\n%s\r\n" % (i, user, i, i, user, body.replace("\n", "\r\n")))
-
-
-class Dovecot:
-    def __init__(self, mount, index_on_mount):
-        self.dir = tempfile.mkdtemp(prefix="spooldovecot.")
-        os.chmod(self.dir, 0o755)
-        self.imap_port, self.lmtp_port = free_port(), free_port()
-        self.mail_root = os.path.join(mount, "vmail")
-        os.makedirs(self.mail_root, exist_ok=True)
-        os.chown(self.mail_root, MAIL_UID, MAIL_UID)
-        index = "" if index_on_mount else ":INDEX=%s/index/%%n" % self.dir
-        if not index_on_mount:
-            os.makedirs(os.path.join(self.dir, "index"))
-            os.chown(os.path.join(self.dir, "index"), MAIL_UID, MAIL_UID)
-        self.log = os.path.join(self.dir, "dovecot.log")
-        self.conf = os.path.join(self.dir, "dovecot.conf")
-        with open(self.conf, "w") as f:
-            f.write("""
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {log}
-info_log_path = {d}/info.log
-protocols = imap lmtp
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = 1
-first_valid_gid = 1
-mail_location = maildir:{mail}/%n/Maildir{index}
-mmap_disable = yes
-mail_fsync = always
-lock_method = fcntl
-passdb {{
-  driver = static
-  args = password=secret
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={uid} home={mail}/%n
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service lmtp {{
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {lmtp}
-  }}
-}}
-service stats {{
-  unix_listener stats-writer {{
-    mode = 0666
-  }}
-}}
-protocol lmtp {{
-  postmaster_address = postmaster@example.test
-}}
-""".format(d=self.dir, log=self.log, mail=self.mail_root, index=index, uid=MAIL_UID,
-           imap=self.imap_port, lmtp=self.lmtp_port))
-        self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
-        wait_until_serving(lambda: imaplib.IMAP4("127.0.0.1", self.imap_port).logout(), "dovecot", self.log_text)
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self):
-        subprocess.run(["doveadm", "-c", self.conf, "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class DovecotOnSpoolfs(unittest.TestCase):
@@ -134,8 +40,7 @@ class DovecotOnSpoolfs(unittest.TestCase):
             lmtp.quit()
 
             for user in USERS:
-                imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
-                imap.login(user, "secret")
+                imap = dovecot.imap(user)
                 typ, data = imap.select("INBOX")
                 self.assertEqual(typ, "OK")
                 self.assertEqual(int(data[0]), len(sent[user]), "message count in INBOX of " + user)
@@ -165,8 +70,7 @@ class DovecotOnSpoolfs(unittest.TestCase):
                 imap.logout()
 
                 # A new session sees the result: flags kept, expunged gone, copies complete.
-                imap = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
-                imap.login(user, "secret")
+                imap = dovecot.imap(user)
                 typ, data = imap.select("INBOX", readonly=True)
                 self.assertEqual(int(data[0]), count - len(doomed))
                 typ, data = imap.search(None, "UNSEEN")
@@ -179,10 +83,7 @@ class DovecotOnSpoolfs(unittest.TestCase):
                 self.assertEqual(archived, set(sent[user]))
                 imap.logout()
 
-            log = dovecot.log_text()
-            bad = [line for line in log.splitlines() if "Error:" in line or "Panic:" in line
-                   or "Corrupted" in line]
-            self.assertEqual(bad, [], "Dovecot logged errors:\n" + log[-5000:])
+            self.assertEqual(dovecot.problems(), [], "Dovecot logged errors:\n" + dovecot.log_text()[-5000:])
         except Exception:
             print(cluster.logs())
             if dovecot:

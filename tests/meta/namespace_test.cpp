@@ -417,7 +417,7 @@ TEST(NamespaceTest, Xattrs) {
 TEST(NamespaceTest, ReaddirResumesInNameOrder) {
   NsHarness h;
   uint64_t d = h.Mkdir(kRoot, "d");
-  for (int i = 0; i < 250; ++i) h.File(d, "m" + std::to_string(1000 + i));
+  for (int i = 0; i < 250; ++i) h.File(d, std::string("m").append(std::to_string(1000 + i)));
   std::vector<std::string> names;
   std::string after;
   int pages = 0;
