@@ -15,6 +15,10 @@ using Clock = std::chrono::steady_clock;
 constexpr uint32_t kListPage = 16384;  // brick_service.h: kMaxListEntries
 constexpr size_t kMaxChunksPerRead = 4096;  // brick_service.h: kMaxChunksPerRequest
 
+int64_t UsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count();
+}
+
 uint64_t WallMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
@@ -209,8 +213,8 @@ void Repairer::WorkerLoop() {
       continue;
     }
     const auto started = Clock::now();
-    const auto copied_before = chunks_copied_.load();
-    Status s = RunTask(pg);
+    TaskTimes times;
+    Status s = RunTask(pg, &times);
     std::lock_guard lock(mu_);
     auto it = tasks_.find(pg);
     if (it == tasks_.end()) continue;
@@ -229,10 +233,11 @@ void Repairer::WorkerLoop() {
     done_.push_back(d);
     // Marked again while this pass ran: run again at the new generation.
     if (it->second.generation <= generation) tasks_.erase(it);
-    const auto copied = chunks_copied_.load() - copied_before;
-    if (copied > 0)
-      SPOOL_LOG_INFO("brickd repair_done pg={} generation={} chunks_copied={} ms={}", pg, generation, copied,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+    if (times.put_us > 0)
+      SPOOL_LOG_INFO("brickd repair_done pg={} generation={} ms={} list_ms={} read_ms={} rate_wait_ms={} put_ms={}",
+                     pg, generation,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count(),
+                     times.list_us / 1000, times.read_us / 1000, times.wait_us / 1000, times.put_us / 1000);
     cv_.notify_all();
   }
 }
@@ -289,7 +294,8 @@ Result<std::vector<proto::ChunkRef>> Repairer::ListPeer(const Peer& peer, uint32
   }
 }
 
-Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left) {
+Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left,
+                      TaskTimes* times) {
   auto client = peers_.Get(peer.address);
   while (!ids.empty()) {
     if (Stopping()) return Status::Error(ESHUTDOWN, "stopping");
@@ -299,7 +305,9 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, 
     for (size_t i = 0; i < n; ++i) req.add_chunk_ids(ids[i]);
     proto::ReadChunksReply reply;
     std::string payload;
+    auto t0 = Clock::now();
     auto s = client->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload);
+    times->read_us += UsSince(t0);
     if (!s.ok())
       return Status::Error(s.code(), "read pg " + std::to_string(pg) + " from brick " + std::to_string(peer.id) +
                                          ": " + s.message());
@@ -316,11 +324,16 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, 
     }
     uint64_t bytes = offset;
     // Spend the bandwidth before writing, so that the next read waits.
+    t0 = Clock::now();
     if (!repair_limiter_.Acquire(bytes)) return Status::Error(ESHUTDOWN, "stopping");
+    times->wait_us += UsSince(t0);
     const size_t copied = writes.size();
     if (!writes.empty()) {
       // The put re-verifies every CRC32C against the bytes.
-      if (auto put = store_.PutSync(std::move(writes)); !put.ok()) return put;
+      t0 = Clock::now();
+      auto put = store_.PutSync(std::move(writes));
+      times->put_us += UsSince(t0);
+      if (!put.ok()) return put;
     }
     chunks_copied_ += copied;
     bytes_copied_ += bytes;
@@ -336,10 +349,11 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, 
   return Status::Ok();
 }
 
-Status Repairer::RunTask(uint32_t pg) {
+Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
   auto peers = PeersOf(pg);
   if (!peers.ok()) return peers.status();
   if (peers->empty()) return Status::Ok();
+  const auto list_start = Clock::now();
   auto local = ListLocal(pg);
   if (!local.ok()) return local.status();
   std::unordered_set<uint64_t> have;
@@ -354,6 +368,7 @@ Status Repairer::RunTask(uint32_t pg) {
     for (const auto& ref : *listed)
       if (!have.count(ref.chunk_id())) missing[ref.chunk_id()].push_back(p);
   }
+  times->list_us += UsSince(list_start);
   if (missing.empty()) return Status::Ok();
   chunks_pending_ += missing.size();
 
@@ -369,7 +384,7 @@ Status Repairer::RunTask(uint32_t pg) {
     std::vector<Status> statuses(peers->size());
     for (size_t p = 0; p < peers->size(); ++p) {
       if (plan[p].empty()) continue;
-      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p]); });
+      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p], times); });
     }
     for (auto& t : pulls) t.join();
     std::vector<std::vector<uint64_t>> next(peers->size());
