@@ -4,7 +4,10 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
+
+#include <linux/magic.h>
 
 #include <algorithm>
 #include <future>
@@ -87,6 +90,14 @@ Result<SpaceInfo> DiskSpace(const std::string& path) {
   return info;
 }
 
+Result<SpaceInfo> ChunkSpace(const std::string& path, uint64_t reserve_bytes) {
+  auto space = DiskSpace(path);
+  if (!space.ok()) return space;
+  space->free_bytes = space->free_bytes > reserve_bytes ? space->free_bytes - reserve_bytes : 0;
+  space->used_bytes = space->capacity_bytes - std::min(space->free_bytes, space->capacity_bytes);
+  return space;
+}
+
 ChunkStore::ChunkStore(ChunkStoreOptions options) : options_(std::move(options)) {}
 
 Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& options) {
@@ -96,8 +107,23 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.paranoid_checks = true;
-  db_options.allow_fallocate = options.allow_fallocate;
+  // On tmpfs, preallocating a WAL (about 1.1 x the write buffer) takes that
+  // much memory at once and counts as used space: a small tmpfs brick would
+  // look full after its first put. Preallocation only helps real disks.
+  struct statfs fs {};
+  bool on_tmpfs = ::statfs(options.db_dir.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+  if (!on_tmpfs) {
+    std::string parent = options.db_dir.substr(0, options.db_dir.find_last_of('/'));
+    on_tmpfs = !parent.empty() && ::statfs(parent.c_str(), &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+  }
+  db_options.allow_fallocate = options.allow_fallocate && !on_tmpfs;
   db_options.max_background_jobs = 2;
+  // A WAL file can only go once every family with data in it is flushed.
+  // The small "meta" family would otherwise keep every WAL (about as many
+  // bytes as the chunks themselves) until max_total_wal_size: the disk would
+  // hold each chunk twice. Flushing the families together frees the WAL as
+  // soon as the data memtable is flushed.
+  db_options.atomic_flush = true;
   db_options.keep_log_file_num = 5;
   // A clean shutdown flushes memtables, so a restart need not replay a large WAL.
   db_options.avoid_flush_during_shutdown = false;
@@ -109,7 +135,12 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
   meta_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
 
   rocksdb::ColumnFamilyOptions data_options;
-  data_options.write_buffer_size = options.write_buffer_size;
+  // A memtable flush writes up to two write buffers into a new blob file
+  // before the WAL holding the same bytes can go: that must fit in the
+  // reserve, or a full brick cannot flush (nor compact away its deletes)
+  // and RocksDB stops with a background error.
+  data_options.write_buffer_size =
+      std::max<uint64_t>(1ull << 20, std::min<uint64_t>(options.write_buffer_size, options.reserve_bytes / 4));
   data_options.enable_blob_files = true;
   data_options.min_blob_size = 0;  // every chunk goes to a blob file, however small
   data_options.blob_file_size = options.blob_file_size;
@@ -180,9 +211,14 @@ void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done) {
   if (!space.ok()) return done(space.status());
   if (space->free_bytes < options_.reserve_bytes + op->bytes) {
     space_low_ = true;
+    if (!refusing_for_space_.exchange(true))  // logged once per episode
+      SPOOL_LOG_WARN("chunkstore full: refusing puts free={} reserve={} put={} dir={}", space->free_bytes,
+                     options_.reserve_bytes, op->bytes, options_.db_dir);
     return done(Status::Error(ENOSPC, "brick is full: " + std::to_string(space->free_bytes) +
                                           " bytes free, reserve is " + std::to_string(options_.reserve_bytes)));
   }
+  if (space->free_bytes >= options_.reserve_bytes + kMaxChunkBytes && refusing_for_space_.exchange(false))
+    SPOOL_LOG_INFO("chunkstore accepting puts again free={} reserve={}", space->free_bytes, options_.reserve_bytes);
   op->puts = std::move(chunks);
   op->done = std::move(done);
   Enqueue(std::move(op));
@@ -220,10 +256,23 @@ void ChunkStore::Enqueue(std::unique_ptr<WriteOp> op) {
 
 void ChunkStore::CommitLoop() {
   for (;;) {
+    if (compact_pending_ && std::chrono::steady_clock::now() >= compact_at_) {
+      compact_pending_ = false;
+      auto s = Compact();
+      last_compact_ = std::chrono::steady_clock::now();
+      auto space = DiskSpace(options_.db_dir);
+      SPOOL_LOG_INFO("chunkstore compacted after deletes on a full disk free={} status=\"{}\"",
+                     space.ok() ? space->free_bytes : 0, s.ToString());
+    }
     std::vector<std::unique_ptr<WriteOp>> ops;
     {
       std::unique_lock lock(mu_);
-      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      auto ready = [&] { return stopping_ || !queue_.empty(); };
+      if (compact_pending_) {
+        if (!queue_cv_.wait_until(lock, compact_at_, ready)) continue;  // time to compact
+      } else {
+        queue_cv_.wait(lock, ready);
+      }
       if (queue_.empty()) return;  // stopping, and every write answered
       uint64_t bytes = 0;
       while (!queue_.empty() && (ops.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
@@ -324,22 +373,67 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
     if (s.code() == ENOSPC) space_low_ = true;
     ops[i]->done(s);
   }
-  // After a full disk, deletes only give space back once compaction drops
-  // the deleted keys and blob GC removes their blob files.
-  if (had_deletes && write_status.ok() && space_low_.exchange(false)) {
-    auto s = Compact();
-    SPOOL_LOG_INFO("chunkstore compacted after full disk status=\"{}\"", s.ToString());
+  // On a full (or nearly full) disk, deletes only give space back once
+  // compaction drops the deleted keys and blob GC removes their blob files.
+  // Deletes come in bursts (meta drains its queue in batches): compact once
+  // the burst has ended, at most a few seconds after its first batch.
+  if (had_deletes && write_status.ok()) {
+    bool low = space_low_.exchange(false);
+    if (!low) {
+      auto space = DiskSpace(options_.db_dir);
+      low = space.ok() && space->free_bytes < 2 * options_.reserve_bytes;
+    }
+    if (low) {
+      auto now = std::chrono::steady_clock::now();
+      if (!compact_pending_) {
+        // The first deletes after a quiet second compact at once (before the
+        // next queued write); later ones of the same burst wait for its end.
+        compact_deadline_ = now + std::chrono::seconds(5);
+        compact_at_ = now - last_compact_ >= std::chrono::seconds(1) ? now : now + std::chrono::seconds(1);
+      } else {
+        compact_at_ = std::min(now + std::chrono::seconds(1), compact_deadline_);
+      }
+      compact_pending_ = true;
+    }
   }
 }
 
 Status ChunkStore::Compact() {
+  // First drop deleted keys without moving any blob: blob files left with
+  // no live chunk are removed, and this needs little space. Then collect
+  // garbage in partly dead blob files, which copies their live chunks to new
+  // files before removing them: all at once if the disk has room for every
+  // live chunk, else the oldest quarter of the files at a time, so that a
+  // nearly full disk never runs out in the middle (which would stop RocksDB).
   rocksdb::CompactRangeOptions options;
   options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-  options.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
-  options.blob_garbage_collection_age_cutoff = 1.0;
+  options.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kDisable;
   for (auto* cf : {meta_cf_, data_cf_}) {
     auto s = db_->CompactRange(options, cf, nullptr, nullptr);
     if (!s.ok()) return FromRocks(s, "compact chunk store");
+  }
+  options.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
+  for (int round = 0; round < 8; ++round) {
+    uint64_t blob_bytes = 0, garbage_bytes = 0;
+    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileSize, &blob_bytes);
+    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileGarbageSize, &garbage_bytes);
+    if (garbage_bytes == 0) break;
+    uint64_t live = blob_bytes > garbage_bytes ? blob_bytes - garbage_bytes : 0;
+    auto space = DiskSpace(options_.db_dir);
+    if (!space.ok()) return space.status();
+    uint64_t margin = options_.reserve_bytes / 4;
+    if (space->free_bytes >= live + margin) {
+      options.blob_garbage_collection_age_cutoff = 1.0;
+    } else if (space->free_bytes >= live / 4 + margin) {
+      options.blob_garbage_collection_age_cutoff = 0.25;
+    } else {
+      SPOOL_LOG_WARN("chunkstore blob_gc=skipped free={} live_blob_bytes={} garbage_bytes={}", space->free_bytes,
+                     live, garbage_bytes);
+      break;
+    }
+    auto s = db_->CompactRange(options, data_cf_, nullptr, nullptr);
+    if (!s.ok()) return FromRocks(s, "compact chunk store (blob gc)");
+    if (options.blob_garbage_collection_age_cutoff == 1.0) break;
   }
   return Status::Ok();
 }

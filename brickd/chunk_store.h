@@ -34,6 +34,7 @@
 #include <rocksdb/db.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -86,6 +87,9 @@ struct SpaceInfo {
 
 // statvfs of the file system holding `path`.
 Result<SpaceInfo> DiskSpace(const std::string& path);
+// Space as the cluster should count it on a brick that refuses puts below
+// `reserve_bytes` free: the reserve (and room only root may use) is used.
+Result<SpaceInfo> ChunkSpace(const std::string& path, uint64_t reserve_bytes);
 
 class ChunkStore {
  public:
@@ -163,6 +167,11 @@ class ChunkStore {
   // Owned by the committer thread.
   bool needs_resume_ = false;         // a write failed with a background error: Resume() first
   std::atomic<bool> space_low_{false};  // a put was refused for space: compact after deletes
+  bool compact_pending_ = false;        // deletes on a full disk: Compact() at compact_at_
+  std::chrono::steady_clock::time_point compact_at_;
+  std::chrono::steady_clock::time_point compact_deadline_;  // latest compact_at_ of this burst
+  std::chrono::steady_clock::time_point last_compact_;
+  std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};
   std::thread committer_;
 };

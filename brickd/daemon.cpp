@@ -49,6 +49,7 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
       link.failure_domain = host;
     }
     link.data_dir = options.data_dir;
+    link.reserve_bytes = options.reserve_bytes;
     Repairer* r = d->repairer_.get();
     MetaLinkHooks hooks;
     hooks.fill_heartbeat = [r](proto::HeartbeatRequest* req) { r->FillHeartbeat(req); };

@@ -42,7 +42,7 @@ bool MetaLink::Register() {
   request.set_uuid(options_.brick_uuid);
   request.set_address(options_.advertise);
   request.set_failure_domain(options_.failure_domain);
-  if (auto space = DiskSpace(options_.data_dir); space.ok()) {
+  if (auto space = ChunkSpace(options_.data_dir, options_.reserve_bytes); space.ok()) {
     request.set_capacity_bytes(space->capacity_bytes);
     request.set_used_bytes(space->used_bytes);
   }
@@ -64,7 +64,7 @@ int MetaLink::Heartbeat() {
   proto::HeartbeatRequest request;
   request.set_brick_id(brick_id_);
   request.set_map_epoch(map_epoch_);
-  if (auto space = DiskSpace(options_.data_dir); space.ok()) {
+  if (auto space = ChunkSpace(options_.data_dir, options_.reserve_bytes); space.ok()) {
     request.set_capacity_bytes(space->capacity_bytes);
     request.set_used_bytes(space->used_bytes);
   }

@@ -31,6 +31,7 @@ struct MetaLinkOptions {
   std::string advertise;       // host:port clients reach this brick at
   std::string failure_domain;  // usually the host name
   std::string data_dir;        // statvfs'd for capacity and used bytes
+  uint64_t reserve_bytes = 0;  // the store's put reserve, reported as used
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds min_backoff{200};
   std::chrono::milliseconds max_backoff{5000};

@@ -35,6 +35,23 @@ rpc::RpcClientOptions PeerRpcOptions(std::chrono::milliseconds timeout) {
 
 std::string ScrubStatePath(const std::string& dir) { return dir + "/scrub.state"; }
 
+// Splits a ReadChunks reply from brick `from` into the chunks it carries.
+Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& reply, const std::string& payload,
+                                                 uint32_t pg, uint32_t from) {
+  std::vector<ChunkWrite> writes;
+  size_t offset = 0;
+  for (const auto& ref : reply.chunks()) {
+    if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size())
+      return Status::Error(EPROTO, "brick " + std::to_string(from) + " sent a malformed bulk read");
+    ChunkWrite w;
+    w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
+    w.bytes.assign(payload, offset, ref.length());
+    offset += ref.length();
+    writes.push_back(std::move(w));
+  }
+  return writes;
+}
+
 }  // namespace
 
 Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, RepairOptions options)
@@ -97,12 +114,13 @@ void Repairer::AddTasks(const google::protobuf::RepeatedPtrField<proto::RepairTa
     for (const auto& t : tasks) {
       if (t.pg() >= kMaxPgCount) continue;
       auto f = finished_.find(t.pg());
-      if (f != finished_.end() && f->second >= t.generation()) {
+      if (f != finished_.end() && f->second == t.generation()) {
         // Finished already; our report may have been lost with a heartbeat.
         proto::RepairDone d;
         d.set_pg(t.pg());
-        d.set_generation(f->second);
-        if (std::none_of(done_.begin(), done_.end(), [&](const auto& x) { return x.pg() == t.pg(); }))
+        d.set_generation(t.generation());
+        if (std::none_of(done_.begin(), done_.end(),
+                         [&](const auto& x) { return x.pg() == t.pg() && x.generation() == t.generation(); }))
           done_.push_back(d);
         continue;
       }
@@ -220,9 +238,15 @@ void Repairer::WorkerLoop() {
     if (it == tasks_.end()) continue;
     it->second.running = false;
     if (!s.ok()) {
-      it->second.not_before = Clock::now() + options_.retry_after;
-      SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} error=\"{}\" action=retry-in-{}ms", pg, generation,
-                     s.ToString(), options_.retry_after.count());
+      // A peer that is unreachable or a full disk will not heal in seconds:
+      // back off, up to a minute, and log the first failures only.
+      const int failures = ++it->second.failures;
+      const auto delay = std::min<std::chrono::milliseconds>(options_.retry_after * (1 << std::min(failures - 1, 5)),
+                                                             std::chrono::minutes(1));
+      it->second.not_before = Clock::now() + delay;
+      if (failures <= 3 || failures % 20 == 0)
+        SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} failures={} error=\"{}\" action=retry-in-{}ms", pg,
+                       generation, failures, s.ToString(), delay.count());
       cv_.notify_all();
       continue;
     }
@@ -311,17 +335,11 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, 
     if (!s.ok())
       return Status::Error(s.code(), "read pg " + std::to_string(pg) + " from brick " + std::to_string(peer.id) +
                                          ": " + s.message());
-    std::vector<ChunkWrite> writes;
-    size_t offset = 0;
-    for (const auto& ref : reply.chunks()) {
-      if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size())
-        return Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " sent a malformed bulk read");
-      ChunkWrite w;
-      w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
-      w.bytes.assign(payload, offset, ref.length());
-      offset += ref.length();
-      writes.push_back(std::move(w));
-    }
+    auto parsed = ChunksOfBulkRead(reply, payload, pg, peer.id);
+    if (!parsed.ok()) return parsed.status();
+    std::vector<ChunkWrite> writes = std::move(parsed).value();
+    uint64_t offset = 0;
+    for (const auto& w : writes) offset += w.info.length;
     uint64_t bytes = offset;
     // Spend the bandwidth before writing, so that the next read waits.
     t0 = Clock::now();
@@ -424,14 +442,11 @@ Status Repairer::RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_
     std::string payload;
     if (auto s = peers_.Get(peer.address)->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload); !s.ok())
       continue;
-    size_t offset = 0;
+    auto parsed = ChunksOfBulkRead(reply, payload, pg, peer.id);
+    if (!parsed.ok()) continue;  // try the next peer
     std::vector<uint64_t> got;
-    for (const auto& ref : reply.chunks()) {
-      if (ref.length() > kMaxChunkBytes || offset + ref.length() > payload.size()) break;
-      ChunkWrite w;
-      w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
-      w.bytes.assign(payload, offset, ref.length());
-      offset += ref.length();
+    for (auto& w : *parsed) {
+      const uint64_t id = w.info.chunk_id;
       // The bad copy's own record may be what is damaged (its CRC, say), so
       // drop it before writing the good one.
       (void)store_.DeleteSync({w.info});
@@ -439,8 +454,8 @@ Status Repairer::RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_
       one.push_back(std::move(w));
       if (auto s = store_.PutSync(std::move(one)); !s.ok()) return s;
       ++corrupt_rewritten_;
-      got.push_back(ref.chunk_id());
-      SPOOL_LOG_INFO("brickd corrupt_chunk_rewritten pg={} chunk={} from_brick={}", pg, ref.chunk_id(), peer.id);
+      got.push_back(id);
+      SPOOL_LOG_INFO("brickd corrupt_chunk_rewritten pg={} chunk={} from_brick={}", pg, id, peer.id);
     }
     std::erase_if(want, [&](uint64_t id) { return std::find(got.begin(), got.end(), id) != got.end(); });
   }
@@ -479,8 +494,10 @@ void Repairer::ScrubLoop() {
           break;
         }
         if (map_ && periodic && scrub_.last_pass_end_ms() == 0) {
-          // Never scrubbed: the first periodic pass is one interval after start.
+          // Never scrubbed: the first periodic pass is one interval after the
+          // first start (kept, so that restarts do not push it back).
           scrub_.set_last_pass_end_ms(WallMs());
+          SaveScrubGeneration(scrub_.generation());
         }
         cv_.wait_for(lock, std::chrono::seconds(1));
       }

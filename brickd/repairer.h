@@ -76,6 +76,7 @@ class Repairer {
     uint64_t generation = 0;
     uint32_t severity = 0;
     std::chrono::steady_clock::time_point not_before{};
+    int failures = 0;  // in a row: the retry delay doubles with each
     bool running = false;
   };
   struct Peer {

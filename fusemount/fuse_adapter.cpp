@@ -39,8 +39,8 @@ constexpr uint32_t kReaddirBatch = 1024;
 
 }  // namespace
 
-FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files)
-    : options_(options), meta_(meta), files_(files) {}
+FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view)
+    : options_(options), meta_(meta), files_(files), view_(view) {}
 
 struct stat FuseAdapter::StatOf(const proto::Attr& attr) const {
   struct stat st {};
@@ -359,8 +359,12 @@ void FuseAdapter::Statfs(fuse_req_t req, fuse_ino_t) {
   constexpr uint64_t kBlock = 4096;
   st.f_bsize = kBlock;
   st.f_frsize = kBlock;
-  st.f_blocks = reply->capacity_bytes() / kBlock;
-  st.f_bfree = reply->free_bytes() / kBlock;
+  // Space as a writer sees it: what the live bricks can still take with the
+  // write quorum (the bricks' usage is at most a heartbeat old).
+  auto map = view_.map();
+  auto space = map ? WritableSpace(*map, options_.write_quorum) : ClusterSpace{};
+  st.f_blocks = space.capacity_bytes / kBlock;
+  st.f_bfree = space.free_bytes / kBlock;
   st.f_bavail = st.f_bfree;
   st.f_files = reply->inodes() + (1ull << 32);
   st.f_ffree = 1ull << 32;

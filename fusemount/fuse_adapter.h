@@ -31,7 +31,7 @@ struct DirListing {
 
 class FuseAdapter {
  public:
-  FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files);
+  FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view);
 
   // The operation table; its userdata must be this adapter.
   static const fuse_lowlevel_ops& Operations();
@@ -84,6 +84,7 @@ class FuseAdapter {
   MountOptions options_;
   MetaClient& meta_;
   FileStore& files_;
+  ClusterView& view_;
 };
 
 }  // namespace spool::client

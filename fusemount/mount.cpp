@@ -227,7 +227,7 @@ int RunMount(const MountCommand& command) {
   chunks = std::make_unique<ChunkClient>(options, *meta, *view, *bricks);
   files = std::make_unique<FileStore>(options, *meta, *chunks);
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
-  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files);
+  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view);
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
                  meta->session_id());
 

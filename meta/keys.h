@@ -10,7 +10,8 @@
 //   O <ino>                  orphan: nlink 0 but still open somewhere
 //   Q <chunk_id>             chunk waiting to be deleted from its bricks
 //   R <chunk_id>             chunk copy to repair (under-replicated or bad)
-//   L <seq>                  MetaOp, the operation log (bounded tail)
+//   L <seq>                  MetaOp, the operation log (bounded tail), in its
+//                            own column family "oplog"
 //   B <brick_id:BE32>        BrickEntry (registry; not in the op log)
 //   G                        map epoch (BE64)
 //

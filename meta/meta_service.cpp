@@ -218,6 +218,7 @@ void MetaService::RegisterHandlers() {
                          !repair_->IsMarked(static_cast<uint32_t>(pg));
                for (uint32_t b : members) ok = ok && up[b];
                ++(ok ? healthy : degraded);
+               if (!ok && reply.degraded_pgs_size() < 1024) reply.add_degraded_pgs(static_cast<uint32_t>(pg));
              }
              const auto stats = ns_->Stats();
              reply.set_inodes(stats.inodes);

@@ -22,6 +22,7 @@ using meta_store::ExtentList;
 using meta_store::InodeRecord;
 
 constexpr uint32_t kFormatVersion = 1;
+const std::string kOpLogFamily = "oplog";
 constexpr size_t kMaxNameBytes = 255;
 constexpr size_t kMaxSymlinkBytes = 4095;
 constexpr size_t kMaxXattrValueBytes = 64 * 1024;
@@ -108,17 +109,60 @@ Status ValidateXattrName(const std::string& name) {
 
 // ---------------------------------------------------------------- Txn
 
-// The state one op reads and writes: inodes and dirents it touched are kept
-// here, so the op sees its own changes (rename within one directory, an
-// exchange) and everything lands in one WriteBatch.
+// One op being applied: every key it writes is kept here (last value wins,
+// as in a WriteBatch) and every read sees, in order, this op's writes, the
+// pending group's, then the database. Inodes are kept parsed, so the op sees
+// its own changes (rename within one directory, an exchange) and serializes
+// each inode it changed once. Nothing reaches the group unless the op
+// succeeds.
 class Namespace::Txn {
  public:
-  Txn(Namespace& ns, int64_t now) : ns_(ns), now(now), c(ns.counters_) {}
+  using Writes = std::map<std::string, std::optional<std::string>, std::less<>>;
+
+  Txn(Namespace& ns, proto::MetaOp& op, const IsOpen& is_open)
+      : ns_(ns), op_(op), is_open_(is_open), now(op.now_ns()), c(ns.counters_) {}
 
   Namespace& ns_;
+  proto::MetaOp& op_;
+  const IsOpen& is_open_;
   const int64_t now;
   Counters c;
-  rocksdb::WriteBatch batch;
+
+  // The value of `key` as this op sees it; false if there is none.
+  Result<bool> Get(std::string_view key, std::string* value) {
+    for (const Writes* w : {&writes_, &ns_.pending_}) {
+      auto it = w->find(key);
+      if (it == w->end()) continue;
+      if (!it->second) return false;
+      *value = *it->second;
+      return true;
+    }
+    auto s = ns_.db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), value);
+    if (s.IsNotFound()) return false;
+    if (!s.ok()) return FromRocks(s, "read");
+    return true;
+  }
+  void Put(std::string key, std::string value) { writes_.insert_or_assign(std::move(key), std::move(value)); }
+  void Delete(std::string key) { writes_.insert_or_assign(std::move(key), std::nullopt); }
+
+  // Calls fn(key, value) for every key in [from, end) as this op sees it, in
+  // key order. Meant for the few keys of one inode (extents, xattrs).
+  Status Scan(const std::string& from, const std::string& end,
+              const std::function<Status(const std::string&, const std::string&)>& fn) {
+    Writes merged;
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(ns_.db_->NewIterator(ro));
+    for (it->Seek(from); it->Valid(); it->Next()) merged.emplace(it->key().ToString(), it->value().ToString());
+    if (!it->status().ok()) return FromRocks(it->status(), "scan");
+    for (const Writes* w : {&ns_.pending_, &writes_})
+      for (auto i = w->lower_bound(from); i != w->end() && i->first < end; ++i) merged.insert_or_assign(i->first, i->second);
+    for (const auto& [k, v] : merged)
+      if (v)
+        if (auto st = fn(k, *v); !st.ok()) return st;
+    return Status::Ok();
+  }
 
   // The inode, or ENOENT. The pointer stays valid for the op.
   Result<InodeRecord*> Inode(uint64_t ino) {
@@ -129,9 +173,9 @@ class Namespace::Txn {
       return &*it->second;
     }
     std::string v;
-    auto s = ns_.db_->Get(rocksdb::ReadOptions(), keys::Inode(ino), &v);
-    if (s.IsNotFound()) return Err(ENOENT, "inode " + std::to_string(ino) + " not found");
-    if (!s.ok()) return FromRocks(s, "read inode");
+    auto found = Get(keys::Inode(ino), &v);
+    if (!found.ok()) return found.status();
+    if (!*found) return Err(ENOENT, "inode " + std::to_string(ino) + " not found");
     InodeRecord rec;
     if (!rec.ParseFromString(v)) return Err(EIO, "corrupt inode " + std::to_string(ino));
     auto& slot = inodes_[ino];
@@ -158,62 +202,76 @@ class Namespace::Txn {
     uint32_t type;
   };
   Result<std::optional<Dent>> Dirent(uint64_t parent, const std::string& name) {
-    std::string key = keys::Dirent(parent, name);
-    std::optional<std::string> value;
-    auto it = dirents_.find(key);
-    if (it != dirents_.end()) {
-      value = it->second;
-    } else {
-      std::string v;
-      auto s = ns_.db_->Get(rocksdb::ReadOptions(), key, &v);
-      if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read dirent");
-      if (s.ok()) value = std::move(v);
-    }
-    if (!value) return std::optional<Dent>();
-    if (value->size() != 12) return Err(EIO, "corrupt dirent");
-    return std::optional<Dent>(Dent{GetBE64(*value), GetBE32(std::string_view(*value).substr(8))});
+    std::string v;
+    auto found = Get(keys::Dirent(parent, name), &v);
+    if (!found.ok()) return found.status();
+    if (!*found) return std::optional<Dent>();
+    if (v.size() != 12) return Err(EIO, "corrupt dirent");
+    return std::optional<Dent>(Dent{GetBE64(v), GetBE32(std::string_view(v).substr(8))});
   }
   void PutDirent(uint64_t parent, const std::string& name, uint64_t ino, uint32_t type) {
-    auto key = keys::Dirent(parent, name);
-    auto value = keys::DirentValue(ino, type);
-    batch.Put(key, value);
-    dirents_[key] = value;
+    Put(keys::Dirent(parent, name), keys::DirentValue(ino, type));
   }
-  void DeleteDirent(uint64_t parent, const std::string& name) {
-    auto key = keys::Dirent(parent, name);
-    batch.Delete(key);
-    dirents_[key] = std::nullopt;
-  }
-  // True if the directory has any entry. Only valid before this op changed
-  // entries of `dir` (every caller checks emptiness first).
+  void DeleteDirent(uint64_t parent, const std::string& name) { Delete(keys::Dirent(parent, name)); }
+  // True if the directory has any entry, as this op sees it.
   Result<bool> HasEntries(uint64_t dir) {
-    std::string prefix = keys::DirPrefix(dir);
-    std::unique_ptr<rocksdb::Iterator> it(ns_.db_->NewIterator(rocksdb::ReadOptions()));
-    it->Seek(prefix);
+    const std::string prefix = keys::DirPrefix(dir);
+    const std::string end = keys::PrefixEnd(prefix);
+    auto deleted_here = [&](std::string_view key) -> std::optional<bool> {
+      for (const Writes* w : {&writes_, &ns_.pending_}) {
+        auto i = w->find(key);
+        if (i != w->end()) return !i->second.has_value();
+      }
+      return std::nullopt;
+    };
+    for (const Writes* w : {&writes_, &ns_.pending_})
+      for (auto i = w->lower_bound(prefix); i != w->end() && i->first < end; ++i)
+        if (deleted_here(i->first) == false) return true;
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(ns_.db_->NewIterator(ro));
+    for (it->Seek(prefix); it->Valid(); it->Next())
+      if (!deleted_here(std::string_view(it->key().data(), it->key().size())).value_or(false)) return true;
     if (!it->status().ok()) return FromRocks(it->status(), "scan directory");
-    return it->Valid() && it->key().starts_with(prefix);
+    return false;
   }
 
   void QueueChunkDeletion(uint64_t chunk_id) {
-    batch.Put(keys::DeleteQueue(chunk_id), rocksdb::Slice());
+    Put(keys::DeleteQueue(chunk_id), std::string());
     ++c.deletion_queue;
   }
 
+  // A regular file lost its last link: keep it as an orphan if it is open.
+  // The decision is logged with the op (op.reclaimed), so a replay, which
+  // has no sessions, makes the same one.
+  bool KeepAsOrphan(uint64_t ino) {
+    if (!is_open_) {
+      const auto& r = op_.reclaimed();
+      return std::find(r.begin(), r.end(), ino) == r.end();
+    }
+    if (is_open_(ino)) return true;
+    op_.add_reclaimed(ino);
+    return false;
+  }
+
+  // Serializes the changed inodes; then the op's writes are complete.
   void Flush() {
     for (uint64_t ino : dirty_) {
       auto& rec = inodes_[ino];
       if (rec)
-        batch.Put(keys::Inode(ino), rec->SerializeAsString());
+        Put(keys::Inode(ino), rec->SerializeAsString());
       else
-        batch.Delete(keys::Inode(ino));
+        Delete(keys::Inode(ino));
     }
     dirty_.clear();
   }
+  Writes& writes() { return writes_; }
 
  private:
+  Writes writes_;
   std::map<uint64_t, std::optional<InodeRecord>> inodes_;  // nullopt: deleted by this op
   std::set<uint64_t> dirty_;
-  std::map<std::string, std::optional<std::string>> dirents_;
 };
 
 namespace {
@@ -227,7 +285,11 @@ void Touch(meta_store::InodeRecord* rec, int64_t now, bool mtime) {
 
 // ---------------------------------------------------------------- open / format
 
-Namespace::~Namespace() = default;
+Namespace::~Namespace() {
+  if (!db_) return;
+  for (auto* h : {default_cf_, log_cf_})
+    if (h) db_->DestroyColumnFamilyHandle(h);
+}
 
 Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const std::string& cluster_id,
                                                    uint32_t pg_count, uint32_t replicas, uint64_t op_log_tail) {
@@ -241,15 +303,34 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const
   // SyncWal(); with a manual WAL flush a write does not even cost a write(2):
   // the WAL buffer goes to the file once per group, then is fsynced.
   options.manual_wal_flush = true;
+  options.create_missing_column_families = true;
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.block_cache = rocksdb::NewLRUCache(128 << 20);
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Most lookups of an op are for names that do not exist yet (create,
+  // rename's target): a whole-key bloom filter on the memtable answers them
+  // without searching it.
+  options.memtable_whole_key_filtering = true;
+  options.memtable_prefix_bloom_size_ratio = 0.02;
+  // The operation log is append-only and only read back in order: its own
+  // family keeps it out of the namespace's memtable (every op adds to it at
+  // the end, a cheap insert), uncompressed since it lives briefly.
+  rocksdb::ColumnFamilyOptions log_options;
+  log_options.write_buffer_size = 16 << 20;
+  log_options.compression = rocksdb::kNoCompression;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(options)},
+      {kOpLogFamily, log_options},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(options, dir, &raw);
+  auto s = rocksdb::DB::Open(rocksdb::DBOptions(options), dir, families, &handles, &raw);
   if (!s.ok()) return Err(EIO, "open rocksdb " + dir + ": " + s.ToString());
   std::unique_ptr<Namespace> ns(new Namespace());
   ns->db_.reset(raw);
+  ns->default_cf_ = handles[0];
+  ns->log_cf_ = handles[1];
   ns->op_log_tail_ = std::max<uint64_t>(op_log_tail, 1);
 
   std::string v;
@@ -271,6 +352,7 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const
   ns->pg_count_ = format.pg_count();
   ns->replicas_ = format.replicas();
   if (auto l = ns->LoadCounters(); !l.ok()) return l;
+  if (auto m = ns->MoveOldOpLog(); !m.ok()) return m;
   return ns;
 }
 
@@ -315,7 +397,26 @@ Status Namespace::LoadCounters() {
   inodes_ = counters_.inodes;
   op_seq_ = counters_.op_seq;
   deletion_queue_ = counters_.deletion_queue;
+  committed_counters_ = counters_;
   return Status::Ok();
+}
+
+// Databases written before the op log had its own family kept it under 'L'
+// in the default one. It is only a tail for followers and debugging, so it
+// is dropped rather than copied.
+Status Namespace::MoveOldOpLog() {
+  const std::string prefix(1, 'L'), end = keys::PrefixEnd(prefix);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  it->Seek(prefix);
+  if (!it->status().ok()) return FromRocks(it->status(), "scan old op log");
+  if (!it->Valid()) return Status::Ok();
+  SPOOL_LOG_INFO("meta dropping op log tail kept in the default column family");
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->DeleteRange(wo, db_->DefaultColumnFamily(), prefix, end), "drop old op log");
 }
 
 Status Namespace::ValidateName(const std::string& name) {
@@ -328,8 +429,9 @@ Status Namespace::ValidateName(const std::string& name) {
 
 // ---------------------------------------------------------------- apply
 
-Result<OpOutcome> Namespace::Apply(proto::MetaOp& op) {
-  Txn t(*this, op.now_ns());
+Result<OpOutcome> Namespace::Apply(proto::MetaOp& op, const IsOpen& is_open) {
+  if (is_open) op.clear_reclaimed();
+  Txn t(*this, op, is_open);
   OpOutcome out;
   Status s;
   switch (op.op_case()) {
@@ -346,22 +448,59 @@ Result<OpOutcome> Namespace::Apply(proto::MetaOp& op) {
     case proto::MetaOp::kChunksDeleted: s = ApplyChunksDeleted(t, op.chunks_deleted(), &out); break;
     default: s = Err(EINVAL, "empty meta op");
   }
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    if (is_open) op.clear_reclaimed();
+    return s;
+  }
+  t.Flush();
   t.c.op_seq++;
   op.set_seq(t.c.op_seq);
-  t.batch.Put(keys::OpLog(op.seq()), op.SerializeAsString());
-  if (op.seq() > op_log_tail_) t.batch.Delete(keys::OpLog(op.seq() - op_log_tail_));
-  t.Flush();
-  t.batch.Put(keys::Counters(), EncodeCounters(t.c.next_ino, t.c.next_chunk_id, t.c.op_seq, t.c.inodes,
-                                               t.c.deletion_queue, t.c.reserved));
+  // The op succeeded: it joins the pending group.
+  pending_log_.emplace_back(keys::OpLog(op.seq()), op.SerializeAsString());
+  if (pending_.empty()) {
+    pending_.swap(t.writes());
+  } else {
+    for (auto& [k, v] : t.writes()) pending_.insert_or_assign(k, std::move(v));
+  }
+  counters_ = t.c;
+  ++pending_ops_;
+  return out;
+}
+
+Status Namespace::CommitGroup() {
+  if (pending_ops_ == 0) return Status::Ok();
+  rocksdb::WriteBatch batch;
+  for (const auto& [k, v] : pending_) {
+    if (v)
+      batch.Put(k, *v);
+    else
+      batch.Delete(k);
+  }
+  const Counters& c = counters_;
+  batch.Put(keys::Counters(),
+            EncodeCounters(c.next_ino, c.next_chunk_id, c.op_seq, c.inodes, c.deletion_queue, c.reserved));
+  for (const auto& [k, v] : pending_log_) batch.Put(log_cf_, k, v);
+  // Keep the last op_log_tail_ entries: drop the ones this group pushed out.
+  if (c.op_seq > op_log_tail_) {
+    const uint64_t drop_end = c.op_seq - op_log_tail_ + 1;
+    const uint64_t drop_begin =
+        committed_counters_.op_seq > op_log_tail_ ? committed_counters_.op_seq - op_log_tail_ + 1 : 1;
+    batch.DeleteRange(log_cf_, keys::OpLog(drop_begin), keys::OpLog(drop_end));
+  }
+  pending_.clear();
+  pending_log_.clear();
+  pending_ops_ = 0;
   rocksdb::WriteOptions wo;
   wo.sync = false;  // the applier syncs the WAL once per group
-  if (auto w = FromRocks(db_->Write(wo, &t.batch), "apply op"); !w.ok()) return w;
-  counters_ = t.c;
+  if (auto w = FromRocks(db_->Write(wo, &batch), "apply ops"); !w.ok()) {
+    counters_ = committed_counters_;
+    return w;
+  }
+  committed_counters_ = counters_;
   inodes_ = counters_.inodes;
   op_seq_ = counters_.op_seq;
   deletion_queue_ = counters_.deletion_queue;
-  return out;
+  return Status::Ok();
 }
 
 Status Namespace::SyncWal() { return FromRocks(db_->FlushWAL(/*sync=*/true), "flush and sync wal"); }
@@ -371,27 +510,23 @@ namespace {
 // Deletes everything of an inode (its record, extents, xattrs, orphan mark)
 // and queues its chunks for deletion from the bricks.
 template <typename TxnT>
-Status DeleteInode(rocksdb::DB* db, TxnT& t, uint64_t ino) {
-  rocksdb::ReadOptions ro;
+Status DeleteInode(TxnT& t, uint64_t ino) {
   for (const std::string& prefix : {keys::ExtentPrefix(ino), keys::XattrPrefix(ino)}) {
-    std::string end = keys::PrefixEnd(prefix);
-    rocksdb::Slice upper(end);
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
-      if (prefix[0] == 'E') {
+    const bool extents = prefix[0] == 'E';
+    auto st = t.Scan(prefix, keys::PrefixEnd(prefix), [&](const std::string& key, const std::string& value) {
+      if (extents) {
         ExtentList list;
-        if (!list.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
-          return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
+        if (!list.ParseFromString(value)) return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
         std::set<uint64_t> chunks;
         for (const auto& e : list.extents()) chunks.insert(e.chunk_id());
         for (uint64_t c : chunks) t.QueueChunkDeletion(c);
       }
-      t.batch.Delete(it->key());
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "scan inode data");
+      t.Delete(key);
+      return Status::Ok();
+    });
+    if (!st.ok()) return st;
   }
-  t.batch.Delete(keys::Orphan(ino));
+  t.Delete(keys::Orphan(ino));
   t.RemoveInode(ino);
   --t.c.inodes;
   return Status::Ok();
@@ -399,18 +534,18 @@ Status DeleteInode(rocksdb::DB* db, TxnT& t, uint64_t ino) {
 
 }  // namespace
 
-// Drops one link of a non-directory. At nlink 0 a regular file becomes an
-// orphan (the applier reclaims it at once unless it is open); anything else
+// Drops one link of a non-directory. At nlink 0 a regular file that is open
+// somewhere becomes an orphan (reclaimed on its last release); anything else
 // is deleted now.
 template <typename TxnT>
-Status DropLink(rocksdb::DB* db, TxnT& t, uint64_t ino, meta_store::InodeRecord* rec, OpOutcome* out) {
+Status DropLink(TxnT& t, uint64_t ino, meta_store::InodeRecord* rec, OpOutcome* out) {
   auto* a = rec->mutable_attr();
   a->set_nlink(a->nlink() > 0 ? a->nlink() - 1 : 0);
   a->set_ctime_ns(t.now);
   t.Dirty(ino);
   if (a->nlink() != 0) return Status::Ok();
-  if (!S_ISREG(a->mode())) return DeleteInode(db, t, ino);
-  t.batch.Put(keys::Orphan(ino), rocksdb::Slice());
+  if (!S_ISREG(a->mode()) || !t.KeepAsOrphan(ino)) return DeleteInode(t, ino);
+  t.Put(keys::Orphan(ino), std::string());
   out->new_orphans.push_back(ino);
   return Status::Ok();
 }
@@ -492,11 +627,11 @@ Status Namespace::ApplyUnlink(Txn& t, const proto::UnlinkRequest& r, OpOutcome* 
     if (*has) return Err(ENOTEMPTY, r.name() + " is not empty");
     t.DeleteDirent(r.parent(), r.name());
     (*parent)->mutable_attr()->set_nlink((*parent)->attr().nlink() - 1);
-    if (auto d = DeleteInode(db_.get(), t, ino); !d.ok()) return d;
+    if (auto d = DeleteInode(t, ino); !d.ok()) return d;
   } else {
     if (is_dir) return Err(EISDIR, r.name() + " is a directory");
     t.DeleteDirent(r.parent(), r.name());
-    if (auto d = DropLink(db_.get(), t, ino, *child, out); !d.ok()) return d;
+    if (auto d = DropLink(t, ino, *child, out); !d.ok()) return d;
   }
   Touch(*parent, t.now, true);
   t.Dirty(r.parent());
@@ -580,10 +715,10 @@ Status Namespace::ApplyRename(Txn& t, const proto::RenameRequest& r, OpOutcome* 
         if (!has.ok()) return has.status();
         if (*has) return Err(ENOTEMPTY, r.new_name() + " is not empty");
         (*new_parent)->mutable_attr()->set_nlink((*new_parent)->attr().nlink() - 1);
-        if (auto d = DeleteInode(db_.get(), t, dst_ino); !d.ok()) return d;
+        if (auto d = DeleteInode(t, dst_ino); !d.ok()) return d;
       } else {
         if (src_is_dir) return Err(ENOTDIR, r.new_name() + " is not a directory");
-        if (auto d = DropLink(db_.get(), t, dst_ino, *dst_rec, out); !d.ok()) return d;
+        if (auto d = DropLink(t, dst_ino, *dst_rec, out); !d.ok()) return d;
       }
     }
     t.DeleteDirent(r.old_parent(), r.old_name());
@@ -623,18 +758,12 @@ Status Namespace::ApplyLink(Txn& t, const proto::LinkRequest& r, OpOutcome* out)
 
 // Cuts the file down to `size`: extents beyond it go, the boundary extent
 // is trimmed, chunks no longer referenced are queued for deletion.
-static Status TruncateExtents(rocksdb::DB* db, rocksdb::WriteBatch& batch, uint64_t ino, uint64_t size,
-                              const std::function<void(uint64_t)>& queue_chunk) {
-  const std::string prefix = keys::ExtentPrefix(ino);
-  const std::string end = keys::PrefixEnd(prefix);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
-  for (it->Seek(keys::Extents(ino, size / keys::kSlotBytes)); it->Valid(); it->Next()) {
+template <typename TxnT>
+Status TruncateExtents(TxnT& t, uint64_t ino, uint64_t size) {
+  const std::string end = keys::PrefixEnd(keys::ExtentPrefix(ino));
+  return t.Scan(keys::Extents(ino, size / keys::kSlotBytes), end, [&](const std::string& key, const std::string& value) {
     ExtentList list;
-    if (!list.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
-      return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
+    if (!list.ParseFromString(value)) return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
     std::vector<proto::Extent> kept;
     std::set<uint64_t> before, after;
     for (const auto& e : list.extents()) {
@@ -646,16 +775,16 @@ static Status TruncateExtents(rocksdb::DB* db, rocksdb::WriteBatch& batch, uint6
       kept.push_back(std::move(k));
     }
     for (uint64_t c : before)
-      if (!after.count(c)) queue_chunk(c);
+      if (!after.count(c)) t.QueueChunkDeletion(c);
     if (kept.empty()) {
-      batch.Delete(it->key());
+      t.Delete(key);
     } else {
       ExtentList out;
       for (auto& k : kept) *out.add_extents() = std::move(k);
-      batch.Put(it->key(), out.SerializeAsString());
+      t.Put(key, out.SerializeAsString());
     }
-  }
-  return FromRocks(it->status(), "scan extents");
+    return Status::Ok();
+  });
 }
 
 Status Namespace::ApplySetAttr(Txn& t, const proto::SetAttrRequest& r, OpOutcome* out) {
@@ -672,7 +801,7 @@ Status Namespace::ApplySetAttr(Txn& t, const proto::SetAttrRequest& r, OpOutcome
   if (r.set_gid()) a->set_gid(r.gid());
   if (r.set_size()) {
     if (r.size() < a->size()) {
-      auto s = TruncateExtents(db_.get(), t.batch, r.ino(), r.size(), [&](uint64_t c) { t.QueueChunkDeletion(c); });
+      auto s = TruncateExtents(t, r.ino(), r.size());
       if (!s.ok()) return s;
     }
     if (r.size() != a->size()) {
@@ -714,10 +843,10 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, O
   for (auto& [slot, news] : by_slot) {
     const std::string key = keys::Extents(r.ino(), slot);
     std::string v;
-    auto s = db_->Get(rocksdb::ReadOptions(), key, &v);
-    if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read extents");
+    auto found = t.Get(key, &v);
+    if (!found.ok()) return found.status();
     ExtentList list;
-    if (s.ok() && !list.ParseFromString(v)) return Err(EIO, "corrupt extent list");
+    if (*found && !list.ParseFromString(v)) return Err(EIO, "corrupt extent list");
     std::vector<proto::Extent> cur(list.extents().begin(), list.extents().end());
     const auto before = ChunksOf(cur);
     for (const auto* n : news) OverlayExtent(cur, *n);
@@ -726,11 +855,11 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& r, O
       if (!after.count(c)) t.QueueChunkDeletion(c);
     ExtentList next;
     for (auto& e : cur) *next.add_extents() = std::move(e);
-    t.batch.Put(key, next.SerializeAsString());
+    t.Put(key, next.SerializeAsString());
   }
   for (uint64_t c : r.under_replicated_chunks()) {
     if (c == 0) continue;
-    t.batch.Put(keys::Repair(c), "under-replicated");
+    t.Put(keys::Repair(c), "under-replicated");
   }
   a->set_size(std::max(a->size(), r.min_size()));
   const int64_t mtime = r.mtime_ns() != 0 ? r.mtime_ns() : t.now;
@@ -757,11 +886,11 @@ Status Namespace::ApplySetXattr(Txn& t, const proto::XattrRequest& r, OpOutcome*
   if (!rec.ok()) return rec.status();
   const std::string key = keys::Xattr(r.ino(), r.name());
   std::string v;
-  auto s = db_->Get(rocksdb::ReadOptions(), key, &v);
-  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read xattr");
-  if ((r.flags() & kXattrCreate) && s.ok()) return Err(EEXIST, "xattr " + r.name() + " exists");
-  if ((r.flags() & kXattrReplace) && s.IsNotFound()) return Err(ENODATA, "no xattr " + r.name());
-  t.batch.Put(key, r.value());
+  auto found = t.Get(key, &v);
+  if (!found.ok()) return found.status();
+  if ((r.flags() & kXattrCreate) && *found) return Err(EEXIST, "xattr " + r.name() + " exists");
+  if ((r.flags() & kXattrReplace) && !*found) return Err(ENODATA, "no xattr " + r.name());
+  t.Put(key, r.value());
   Touch(*rec, t.now, false);
   t.Dirty(r.ino());
   out->attr = (*rec)->attr();
@@ -774,10 +903,10 @@ Status Namespace::ApplyRemoveXattr(Txn& t, const proto::XattrRequest& r, OpOutco
   if (!rec.ok()) return rec.status();
   const std::string key = keys::Xattr(r.ino(), r.name());
   std::string v;
-  auto s = db_->Get(rocksdb::ReadOptions(), key, &v);
-  if (s.IsNotFound()) return Err(ENODATA, "no xattr " + r.name());
-  if (!s.ok()) return FromRocks(s, "read xattr");
-  t.batch.Delete(key);
+  auto found = t.Get(key, &v);
+  if (!found.ok()) return found.status();
+  if (!*found) return Err(ENODATA, "no xattr " + r.name());
+  t.Delete(key);
   Touch(*rec, t.now, false);
   t.Dirty(r.ino());
   out->attr = (*rec)->attr();
@@ -786,22 +915,22 @@ Status Namespace::ApplyRemoveXattr(Txn& t, const proto::XattrRequest& r, OpOutco
 
 Status Namespace::ApplyReclaimOrphan(Txn& t, const proto::ReleaseRequest& r, OpOutcome*) {
   std::string v;
-  auto s = db_->Get(rocksdb::ReadOptions(), keys::Orphan(r.ino()), &v);
-  if (s.IsNotFound()) return Status::Ok();  // already reclaimed: idempotent
-  if (!s.ok()) return FromRocks(s, "read orphan");
+  auto found = t.Get(keys::Orphan(r.ino()), &v);
+  if (!found.ok()) return found.status();
+  if (!*found) return Status::Ok();  // already reclaimed: idempotent
   auto rec = t.Inode(r.ino());
   if (!rec.ok()) return rec.status();
   if ((*rec)->attr().nlink() != 0) return Err(EIO, "orphan with links");
-  return DeleteInode(db_.get(), t, r.ino());
+  return DeleteInode(t, r.ino());
 }
 
 Status Namespace::ApplyChunksDeleted(Txn& t, const proto::DeleteChunksRequest& r, OpOutcome*) {
   for (const auto& c : r.chunks()) {
     std::string v;
-    auto s = db_->Get(rocksdb::ReadOptions(), keys::DeleteQueue(c.chunk_id()), &v);
-    if (s.IsNotFound()) continue;
-    if (!s.ok()) return FromRocks(s, "read deletion queue");
-    t.batch.Delete(keys::DeleteQueue(c.chunk_id()));
+    auto found = t.Get(keys::DeleteQueue(c.chunk_id()), &v);
+    if (!found.ok()) return found.status();
+    if (!*found) continue;
+    t.Delete(keys::DeleteQueue(c.chunk_id()));
     --t.c.deletion_queue;
   }
   return Status::Ok();
@@ -983,6 +1112,17 @@ Status Namespace::RecordRepair(uint64_t chunk_id, const std::string& reason) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(db_->Put(wo, keys::Repair(chunk_id), reason), "record repair");
+}
+
+std::vector<proto::MetaOp> Namespace::ReadOpLog(uint64_t from_seq, size_t max) const {
+  std::vector<proto::MetaOp> ops;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), log_cf_));
+  for (it->Seek(keys::OpLog(from_seq)); it->Valid() && ops.size() < max; it->Next()) {
+    proto::MetaOp op;
+    if (!op.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
+    ops.push_back(std::move(op));
+  }
+  return ops;
 }
 
 bool Namespace::IsOrphan(uint64_t ino) const {

@@ -1,22 +1,31 @@
 // Namespace: meta's state machine over RocksDB.
 //
-// Every mutation is a proto::MetaOp. Apply() turns one op into one RocksDB
-// WriteBatch (state changes + the op-log entry + counters) and writes it
-// without syncing; the caller (OpApplier) syncs the WAL once for a whole
-// group before answering anyone. Apply is deterministic given the state and
-// the op: timestamps come from op.now_ns, ino and chunk ids from counters in
-// the database.
+// Every mutation is a proto::MetaOp. Apply() applies one op on top of the
+// pending group: its state changes, its op-log entry (its own sequence
+// number) and the counters. An op sees every op applied before it, also
+// those of the pending group; an op that fails changes nothing and is not
+// logged. CommitGroup() writes the whole pending group as one RocksDB
+// WriteBatch without syncing (only the last value of a key rewritten by
+// several ops of the group is written); the caller (OpApplier) then syncs the
+// WAL once before answering anyone. Apply is deterministic given the state
+// and the op: timestamps come from op.now_ns, ino and chunk ids from counters
+// in the database, and the one decision that depends on memory (is a file
+// whose last link goes still open?) is recorded in op.reclaimed.
 //
-// Threading: Apply/SyncWal REQUIRE a single caller thread (the applier).
-// Every read method may be called from any thread at any time; a read sees
-// either all or nothing of an op.
+// Threading: Apply/CommitGroup/SyncWal REQUIRE a single caller thread (the
+// applier). Every read method may be called from any thread at any time; it
+// sees the database, so a committed group entirely and a pending one not at
+// all.
 #pragma once
 
 #include <rocksdb/db.h>
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +38,7 @@ namespace spool::meta {
 struct OpOutcome {
   proto::Attr attr;                   // create/link/setattr/commit: the inode after the op
   uint64_t first_chunk_id = 0;        // alloc_chunk_ids
-  std::vector<uint64_t> new_orphans;  // inodes whose nlink reached 0 by this op (kept as orphans)
+  std::vector<uint64_t> new_orphans;  // inodes whose nlink reached 0 by this op, kept as orphans (open)
   bool created = false;               // create: a new inode (false: existing returned)
 };
 
@@ -57,10 +66,20 @@ class Namespace {
 
   // ---- mutations (applier thread only)
 
-  // Applies `op` (its seq is assigned here) as one unsynced WriteBatch.
+  // Tells whether a regular file whose last link an op removes is still
+  // open (then it is kept as an orphan; otherwise it is deleted by that op).
+  using IsOpen = std::function<bool(uint64_t ino)>;
+
+  // Applies `op` to the pending group (its seq is assigned here). With
+  // `is_open`, the files the op deletes at once are recorded in
+  // op.reclaimed; without it (a replay), op.reclaimed is followed as logged.
   // A failing op changes nothing and is not logged.
-  Result<OpOutcome> Apply(proto::MetaOp& op);
-  // Makes every applied op durable.
+  Result<OpOutcome> Apply(proto::MetaOp& op, const IsOpen& is_open = nullptr);
+  // Writes the pending group as one unsynced WriteBatch. On failure every op
+  // of the group is dropped (none of it is in the database).
+  Status CommitGroup();
+  size_t pending_ops() const { return pending_ops_; }
+  // Makes every committed group durable.
   Status SyncWal();
 
   // ---- reads (any thread)
@@ -74,6 +93,9 @@ class Namespace {
   Result<std::string> GetXattr(uint64_t ino, const std::string& name) const;
   Result<std::vector<std::string>> ListXattr(uint64_t ino) const;
   bool IsOrphan(uint64_t ino) const;
+  // Up to `max` logged ops from sequence number `from_seq` on, in order
+  // (only the last op_log_tail are kept).
+  std::vector<proto::MetaOp> ReadOpLog(uint64_t from_seq, size_t max) const;
   // Records a chunk copy to repair (a bad copy reported by a reader). Not a
   // namespace mutation: written directly, synced, outside the op log.
   Status RecordRepair(uint64_t chunk_id, const std::string& reason);
@@ -92,6 +114,7 @@ class Namespace {
   Namespace() = default;
   Status Format(const std::string& cluster_id, uint32_t pg_count, uint32_t replicas);
   Status LoadCounters();
+  Status MoveOldOpLog();
 
   Status ApplyCreate(Txn& t, const proto::CreateRequest& r, OpOutcome* out);
   Status ApplyUnlink(Txn& t, const proto::UnlinkRequest& r, OpOutcome* out);
@@ -106,6 +129,8 @@ class Namespace {
   Status ApplyChunksDeleted(Txn& t, const proto::DeleteChunksRequest& r, OpOutcome* out);
 
   std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;  // as opened (db_->DefaultColumnFamily() is the same)
+  rocksdb::ColumnFamilyHandle* log_cf_ = nullptr;      // the operation log (keys::OpLog)
   uint32_t pg_count_ = 0;
   uint32_t replicas_ = 0;
   uint64_t op_log_tail_ = 0;
@@ -120,7 +145,15 @@ class Namespace {
     uint64_t deletion_queue = 0;
     uint64_t reserved = 0;
   };
-  Counters counters_;  // applier thread only
+  Counters counters_;            // applier thread only: after the pending group
+  Counters committed_counters_;  // applier thread only: in the database
+
+  // The pending group: every key its ops wrote, with its last value
+  // (nullopt: deleted). Applier thread only.
+  std::map<std::string, std::optional<std::string>, std::less<>> pending_;
+  std::vector<std::pair<std::string, std::string>> pending_log_;  // op-log key, MetaOp
+  size_t pending_ops_ = 0;
+
   std::atomic<uint64_t> inodes_{0}, op_seq_{0}, deletion_queue_{0};
 };
 

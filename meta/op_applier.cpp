@@ -1,5 +1,6 @@
 #include "meta/op_applier.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <future>
@@ -64,27 +65,24 @@ OpApplier::Stats OpApplier::stats() const {
   return stats_;
 }
 
-Result<OpOutcome> OpApplier::ApplyOne(proto::MetaOp& op) {
+Result<OpOutcome> OpApplier::ApplyOne(proto::MetaOp& op, GroupState& group) {
   if (op.op_case() == proto::MetaOp::kReclaimOrphan && sessions_.IsOpen(op.reclaim_orphan().ino()))
     return OpOutcome{};  // re-opened meanwhile: the last release reclaims it
-  auto result = ns_.Apply(op);
+  auto result = ns_.Apply(op, [this](uint64_t ino) { return sessions_.IsOpen(ino); });
   if (!result.ok()) return result;
-  if (op.op_case() == proto::MetaOp::kCreate && op.create().session_id() != 0 && S_ISREG(result->attr.mode()))
+  if (op.op_case() == proto::MetaOp::kCreate && op.create().session_id() != 0 && S_ISREG(result->attr.mode())) {
     sessions_.AddOpen(op.create().session_id(), result->attr.ino());
-  for (uint64_t ino : result->new_orphans) {
-    if (sessions_.IsOpen(ino)) continue;
-    proto::MetaOp reclaim;
-    reclaim.set_now_ns(op.now_ns());
-    reclaim.mutable_reclaim_orphan()->set_ino(ino);
-    if (auto r = ns_.Apply(reclaim); !r.ok())
-      SPOOL_LOG_ERROR("meta reclaim ino={} error=\"{}\"", ino, r.status().message());
+    group.opened.emplace_back(op.create().session_id(), result->attr.ino());
   }
+  for (uint64_t ino : result->new_orphans) group.kept_orphans.push_back(ino);
   return result;
 }
 
 void OpApplier::RunApplier() {
-  std::deque<Pending> group;
+  pthread_setname_np(pthread_self(), "meta-apply");
+  std::deque<Pending> queue;
   std::vector<Applied> done;
+  GroupState group;
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -94,25 +92,53 @@ void OpApplier::RunApplier() {
         synced_cv_.notify_one();
         return;
       }
-      group.swap(queue_);
+      if (queue.empty())
+        queue.swap(queue_);
+      else
+        while (!queue_.empty()) queue.push_back(std::move(queue_.front())), queue_.pop_front();
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    done.clear();
-    done.reserve(group.size());
-    for (auto& p : group) {
-      auto r = ApplyOne(p.op);
-      done.push_back(Applied{std::move(p.done), std::move(r)});
+    while (!queue.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      done.clear();
+      group.opened.clear();
+      group.kept_orphans.clear();
+      for (size_t n = 0; n < kMaxGroupOps && !queue.empty(); ++n) {
+        auto& p = queue.front();
+        auto r = ApplyOne(p.op, group);
+        done.push_back(Applied{std::move(p.done), std::move(r)});
+        queue.pop_front();
+      }
+      if (auto committed = ns_.CommitGroup(); !committed.ok()) {
+        SPOOL_LOG_ERROR("meta apply_group ops={} error=\"{}\"", done.size(), committed.message());
+        for (auto& d : done)
+          if (d.result.ok()) d.result = committed;
+        for (auto [session, ino] : group.opened) sessions_.RemoveOpen(session, ino);
+      } else {
+        // An orphan was kept because its file was open. A release that came
+        // between that check and the write above found no orphan to reclaim:
+        // look again now that the orphan is in the database.
+        for (uint64_t ino : group.kept_orphans) {
+          if (sessions_.IsOpen(ino)) continue;
+          proto::MetaOp reclaim;
+          reclaim.set_now_ns(NowNs());
+          reclaim.mutable_reclaim_orphan()->set_ino(ino);
+          queue.push_front(Pending{std::move(reclaim), [ino](Result<OpOutcome> r) {
+                                     if (!r.ok())
+                                       SPOOL_LOG_ERROR("meta reclaim ino={} error=\"{}\"", ino, r.status().message());
+                                   }});
+        }
+      }
+      const auto t1 = std::chrono::steady_clock::now();
+      std::lock_guard lock(mu_);
+      stats_.apply_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+      for (auto& d : done) applied_.push_back(std::move(d));
+      synced_cv_.notify_one();
     }
-    const auto t1 = std::chrono::steady_clock::now();
-    group.clear();
-    std::lock_guard lock(mu_);
-    stats_.apply_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
-    for (auto& d : done) applied_.push_back(std::move(d));
-    synced_cv_.notify_one();
   }
 }
 
 void OpApplier::RunSyncer() {
+  pthread_setname_np(pthread_self(), "meta-sync");
   std::vector<Applied> group;
   for (;;) {
     {

@@ -1,17 +1,20 @@
 // OpApplier: the one thread that applies namespace mutations, with group
 // commit.
 //
-// Ops are queued by any thread. The applier thread takes everything queued
-// and applies each op as its own unsynced WriteBatch (so later ops see the
-// earlier ones). The syncer thread takes every applied op, syncs the WAL once
-// for all of them, and only then runs their callbacks: nothing is
-// acknowledged before it is durable. The two threads overlap, so one group is
-// being applied while the previous one is being synced.
+// Ops are queued by any thread. The applier thread takes what is queued (up
+// to kMaxGroupOps at a time), applies each op on top of the ones before it
+// (Namespace::Apply: each op its own numbered log entry, a failing op leaves
+// no trace), and writes the group as one unsynced WriteBatch. The syncer
+// thread takes every written op, syncs the WAL once for all of them, and only
+// then runs their callbacks: nothing is acknowledged before it is durable.
+// The two threads overlap, so one group is being applied while the previous
+// one is being synced.
 //
 // It also keeps the open-file bookkeeping consistent with the namespace: a
 // create with a session registers the open before the next op is applied,
-// and a file whose last link goes while nobody has it open is reclaimed at
-// once by a follow-up reclaim_orphan op in the same group.
+// and a file whose last link goes while nobody has it open is deleted by
+// that same op (unlink, rename over it); one still open is kept as an orphan
+// and reclaimed by a reclaim_orphan op on its last release.
 #pragma once
 
 #include <condition_variable>
@@ -61,9 +64,18 @@ class OpApplier {
     Done done;
     Result<OpOutcome> result;
   };
+  // At most this many ops share one WriteBatch (and one WAL sync).
+  static constexpr size_t kMaxGroupOps = 256;
+
   void RunApplier();
   void RunSyncer();
-  Result<OpOutcome> ApplyOne(proto::MetaOp& op);
+  // Applies one op to the pending group. Records the opens it registered
+  // (undone if the group cannot be written) and the orphans it kept.
+  struct GroupState {
+    std::vector<std::pair<uint64_t, uint64_t>> opened;  // session, ino
+    std::vector<uint64_t> kept_orphans;
+  };
+  Result<OpOutcome> ApplyOne(proto::MetaOp& op, GroupState& group);
 
   Namespace& ns_;
   SessionTable& sessions_;

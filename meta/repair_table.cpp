@@ -11,6 +11,7 @@ namespace spool::meta {
 namespace {
 
 // P <pg:BE32> -> BE64 generation, BE32 severity, BE64 marked_ms
+// P           -> BE64 the last generation handed out
 std::string MarkKey(uint32_t pg) {
   std::string k(1, 'P');
   PutBE32(k, pg);
@@ -32,6 +33,10 @@ Status RepairTable::Load() {
   marks_.clear();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("P"); it->Valid() && it->key().starts_with("P"); it->Next()) {
+    if (it->key().size() == 1 && it->value().size() == 8) {  // the last generation handed out
+      last_generation_ = std::max(last_generation_, GetBE64(std::string_view(it->value().data(), 8)));
+      continue;
+    }
     if (it->key().size() != 5 || it->value().size() != 20) return Status::Error(EIO, "corrupt repair mark");
     const std::string_view v(it->value().data(), it->value().size());
     PgMark m;
@@ -39,7 +44,9 @@ Status RepairTable::Load() {
     m.severity = GetBE32(v.substr(8, 4));
     m.marked_ms = GetBE64(v.substr(12, 8));
     marks_[GetBE32(std::string_view(it->key().data() + 1, 4))] = m;
+    last_generation_ = std::max(last_generation_, m.generation);
   }
+  last_generation_ = std::max(last_generation_, WallMs());
   if (!it->status().ok()) return Status::Error(EIO, "scan repair marks: " + it->status().ToString());
   wave_marked_ = static_cast<uint32_t>(marks_.size());
   if (!marks_.empty()) SPOOL_LOG_INFO("meta repair_loaded pending_pgs={}", marks_.size());
@@ -61,6 +68,9 @@ void RepairTable::PersistLocked(const std::vector<uint32_t>& changed) {
     PutBE64(v, it->second.marked_ms);
     batch.Put(MarkKey(pg), v);
   }
+  std::string last;
+  PutBE64(last, last_generation_);
+  batch.Put("P", last);
   rocksdb::WriteOptions wo;
   wo.sync = true;
   // A lost mark is found again by the next `heal --all` or scrub, so a failed
@@ -76,9 +86,10 @@ void RepairTable::MarkLocked(uint32_t pg, uint32_t severity) {
     if (marks_.size() == 1) wave_marked_ = wave_done_ = 0;  // a new wave starts
     ++wave_marked_;
     m.marked_ms = WallMs();
+    m.generation = ++last_generation_;
   } else if (m.handed_out) {
     // Some member may already be past the point this mark is about.
-    ++m.generation;
+    m.generation = ++last_generation_;
     m.handed_out = false;
     m.done.clear();
   }

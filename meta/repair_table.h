@@ -7,7 +7,8 @@
 // place, a reader reported a bad copy, or an operator asked for a full pass
 // (`spoolctl heal --all`). Every mark carries a generation that grows each
 // time the PG is marked again after its current generation was handed out, so
-// a pass that started before a new mark never clears it.
+// a pass that started before a new mark never clears it. Generations never
+// repeat, even after a mark is cleared and the PG marked again.
 //
 // Bricks receive tasks in their heartbeat replies once every member of the PG
 // is up: each member diffs its sorted listing of the PG against its peers' and
@@ -90,7 +91,7 @@ class RepairTable {
 
  private:
   struct PgMark {
-    uint64_t generation = 1;
+    uint64_t generation = 0;
     uint32_t severity = 0;
     uint64_t marked_ms = 0;   // wall clock, for the operator
     bool handed_out = false;  // the current generation went to some brick
@@ -109,6 +110,9 @@ class RepairTable {
 
   mutable std::mutex mu_;  // guards everything below
   std::map<uint32_t, PgMark> marks_;  // by pg
+  // Generations only grow, across marks, clears and restarts (a brick
+  // remembers the newest it finished): seeded from the wall clock in ms.
+  uint64_t last_generation_ = 0;
   uint32_t wave_marked_ = 0, wave_done_ = 0;
   uint64_t pgs_cleared_total_ = 0;
   std::map<uint32_t, proto::BrickWork> work_;  // last report of each brick

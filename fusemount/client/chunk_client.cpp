@@ -1,6 +1,8 @@
 #include "fusemount/client/chunk_client.h"
 
+#include <algorithm>
 #include <condition_variable>
+#include <optional>
 #include <thread>
 
 #include "common/crc32c.h"
@@ -124,6 +126,7 @@ struct PutRound {
   std::vector<int> acks;                   // per chunk
   std::vector<std::vector<uint32_t>> failed_bricks;  // per chunk
   std::vector<int> last_error;             // per chunk
+  std::vector<std::vector<uint32_t>> full_bricks;  // per chunk: refused for space (ENOSPC)
 };
 
 }  // namespace
@@ -143,7 +146,9 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
     round->acks.assign(chunks.size(), 0);
     round->failed_bricks.assign(chunks.size(), {});
     round->last_error.assign(chunks.size(), 0);
+    round->full_bricks.assign(chunks.size(), {});
     std::vector<int> quorum(chunks.size(), 0);
+    std::vector<int> group_size(chunks.size(), 0);
 
     for (size_t i : todo) {
       const auto& chunk = chunks[i];
@@ -151,6 +156,7 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
       if (pg >= static_cast<uint32_t>(map->pgs_size())) return Status::Error(EIO, "cluster map has too few groups");
       const auto& group = map->pgs(pg);
       quorum[i] = std::min<int>(options_.write_quorum, group.bricks_size());
+      group_size[i] = group.bricks_size();
       if (group.bricks_size() == 0) continue;
       for (uint32_t brick_id : group.bricks()) {
         const auto* brick = FindBrick(*map, brick_id);
@@ -177,6 +183,7 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
                           } else {
                             round->failed_bricks[i].push_back(brick_id);
                             round->last_error[i] = result.status().code();
+                            if (result.status().code() == ENOSPC) round->full_bricks[i].push_back(brick_id);
                           }
                           if (--round->outstanding == 0) round->done_cv.notify_all();
                         });
@@ -188,17 +195,27 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
     }
 
     std::vector<size_t> retry;
-    bool no_space = false;
+    std::optional<size_t> no_space;  // a chunk that cannot reach its quorum for lack of space
     for (size_t i : todo) {
       if (!round->failed_bricks[i].empty()) short_of_copies[i] = true;
       if (round->acks[i] >= quorum[i] && quorum[i] > 0) continue;
-      if (round->last_error[i] == ENOSPC) no_space = true;
+      // Bricks that refused for space will not take the chunk on a retry;
+      // if the others cannot make the quorum, waiting does not help.
+      int full = static_cast<int>(round->full_bricks[i].size());
+      if (full > 0 && group_size[i] - full < quorum[i] && !no_space) no_space = i;
       retry.push_back(i);
     }
     if (retry.empty()) break;
     if (no_space) {
-      SPOOL_LOG_ERROR("mount write failed: bricks are out of space chunk={}", chunks[retry[0]].chunk_id);
-      return Status::Error(ENOSPC, "no write quorum: bricks out of space");
+      size_t i = *no_space;
+      std::string full;
+      for (uint32_t b : round->full_bricks[i]) full += (full.empty() ? "" : ",") + std::to_string(b);
+      SPOOL_LOG_ERROR(
+          "mount write failed: bricks are out of space, no write quorum chunk={} pg={} full_bricks={} acks={} "
+          "quorum={} group={}",
+          chunks[i].chunk_id, PgOfChunk(chunks[i].chunk_id, map->pg_count()), full, round->acks[i], quorum[i],
+          group_size[i]);
+      return Status::Error(ENOSPC, "no write quorum: bricks " + full + " are out of space");
     }
     if (std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount write failed: fewer live copies than the write quorum ({}) chunk={} after {} attempts",
@@ -271,6 +288,45 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     (void)view_.Refresh();
   }
+}
+
+ClusterSpace WritableSpace(const proto::ClusterMap& map, uint32_t write_quorum) {
+  // Chunks spread evenly over the groups, so after X more bytes of files a
+  // brick in k of the n groups has received X * k / n. Brick b is full at
+  // X_b = free_b * n / k, and group p takes writes until fewer than its
+  // quorum of live bricks have room: up to the quorum-th largest X_b of its
+  // bricks. The cluster takes writes until its first group stops.
+  ClusterSpace out;
+  const int n = map.pgs_size();
+  if (n == 0) return out;
+  std::unordered_map<uint32_t, int> groups_of;
+  for (const auto& pg : map.pgs())
+    for (uint32_t b : pg.bricks()) ++groups_of[b];
+  double free_min = -1, capacity_min = -1;
+  for (const auto& pg : map.pgs()) {
+    std::vector<double> free, capacity;
+    for (uint32_t id : pg.bricks()) {
+      const auto* b = FindBrick(map, id);
+      if (!b || b->state() != proto::BRICK_UP) continue;
+      double scale = static_cast<double>(n) / groups_of[id];
+      uint64_t used = std::min(b->used_bytes(), b->capacity_bytes());
+      free.push_back(static_cast<double>(b->capacity_bytes() - used) * scale);
+      capacity.push_back(static_cast<double>(b->capacity_bytes()) * scale);
+    }
+    const size_t q = std::min<size_t>(std::max<uint32_t>(write_quorum, 1), pg.bricks_size());
+    double pg_free = 0, pg_capacity = 0;
+    if (q > 0 && free.size() >= q) {
+      std::sort(free.begin(), free.end(), std::greater<>());
+      std::sort(capacity.begin(), capacity.end(), std::greater<>());
+      pg_free = free[q - 1];
+      pg_capacity = capacity[q - 1];
+    }
+    free_min = free_min < 0 ? pg_free : std::min(free_min, pg_free);
+    capacity_min = capacity_min < 0 ? pg_capacity : std::min(capacity_min, pg_capacity);
+  }
+  out.capacity_bytes = static_cast<uint64_t>(std::max(capacity_min, 0.0));
+  out.free_bytes = std::min<uint64_t>(static_cast<uint64_t>(std::max(free_min, 0.0)), out.capacity_bytes);
+  return out;
 }
 
 }  // namespace spool::client

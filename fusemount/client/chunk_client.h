@@ -60,6 +60,15 @@ class ChunkCache {
   std::unordered_map<uint64_t, decltype(lru_)::iterator> index_;
 };
 
+// Space for file data, as statfs shows it: what can still be written with
+// the write quorum on the live bricks, from the usage bricks report to meta
+// (each brick counts its put reserve as used).
+struct ClusterSpace {
+  uint64_t capacity_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+ClusterSpace WritableSpace(const proto::ClusterMap& map, uint32_t write_quorum);
+
 struct ChunkToWrite {
   uint64_t chunk_id = 0;
   std::string bytes;

@@ -63,13 +63,26 @@ Status FileStore::Release(uint64_t ino) {
   {
     std::lock_guard lock(inode->mu);
     s = FlushLocked(ino, *inode);
-    if (--inode->opens > 0 || !inode->dirty.empty()) return s;
+    if (--inode->opens > 0) return s;
+    if (!inode->dirty.empty()) {
+      // The last descriptor is gone and its bytes could not be stored; close()
+      // reports the error. Keeping them would hold the memory forever and
+      // retry a write nobody waits for (as the kernel drops pages after a
+      // writeback error it has reported).
+      SPOOL_LOG_WARN("mount dropped unwritten bytes on close ino={} bytes={} error=\"{}\"", ino, inode->dirty_bytes,
+                     s.ToString());
+      inode->dirty.clear();
+      inode->dirty_bytes = 0;
+      inode->extents_valid = false;
+    }
   }
   std::lock_guard lock(mu_);
   auto it = inodes_.find(ino);
   if (it != inodes_.end() && it->second == inode) {
-    std::lock_guard inode_lock(inode->mu);
-    if (inode->opens <= 0 && inode->dirty.empty()) inodes_.erase(it);
+    // Never wait for an inode's lock while holding mu_: a flush holds it
+    // across RPCs. A busy inode is simply kept; the next release drops it.
+    std::unique_lock inode_lock(inode->mu, std::try_to_lock);
+    if (inode_lock && inode->opens <= 0 && inode->dirty.empty()) inodes_.erase(it);
   }
   return s;
 }
@@ -251,10 +264,8 @@ std::vector<uint64_t> FileStore::OpenDescriptors() {
     inodes.assign(inodes_.begin(), inodes_.end());
   }
   std::vector<uint64_t> out;
-  for (auto& [ino, inode] : inodes) {
-    std::lock_guard lock(inode->mu);
-    for (int i = 0; i < inode->opens; ++i) out.push_back(ino);
-  }
+  for (auto& [ino, inode] : inodes)
+    for (int i = 0, n = inode->opens.load(); i < n; ++i) out.push_back(ino);
   return out;
 }
 

@@ -9,6 +9,7 @@
 // overlay the unflushed bytes.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,7 +47,10 @@ class FileStore {
  private:
   struct Inode {
     std::mutex mu;  // guards everything below; held across a flush
-    int opens = 0;
+    // Atomic so that OpenDescriptors() reads it without `mu`: that runs on
+    // RPC callback threads, and `mu` may be held by a thread waiting for an
+    // RPC reply (a flush), which would then never arrive.
+    std::atomic<int> opens{0};
     std::map<uint64_t, std::string> dirty;  // offset -> bytes, non-overlapping
     size_t dirty_bytes = 0;
     uint64_t size = 0;  // meta's size, grown by buffered writes

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
 from spoolcluster import Cluster, free_port, wait_until_serving  # noqa: E402
 
 MAIL_UID = 8  # Debian's "mail" user owns the mailboxes

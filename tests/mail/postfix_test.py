@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
 from spoolcluster import Cluster, free_port, wait_until_serving  # noqa: E402
 
 MAIL_UID = 8

@@ -374,5 +374,165 @@ TEST(NamespaceTest, StateSurvivesReopenAndOpLogIsKept) {
   EXPECT_GT(g, d);  // inode numbers are never reused
 }
 
+// The applier's group commit, driven by hand: ops of one group see each
+// other, a failing op in the middle leaves no trace, readers see nothing
+// until the group is written, and every op is its own numbered log entry.
+TEST(NamespaceTest, GroupOfOpsAppliesInOrderAndFailedOpLeavesNoTrace) {
+  TempDir dir;
+  auto ns = meta::Namespace::Open(dir.Sub("db"), "test", 64, 3, 1000).value();
+  auto create = [](uint64_t parent, const std::string& name, uint32_t mode) {
+    proto::MetaOp op;
+    op.set_now_ns(1000);
+    op.mutable_create()->set_parent(parent);
+    op.mutable_create()->set_name(name);
+    op.mutable_create()->set_mode(mode);
+    op.mutable_create()->set_exclusive(true);
+    return op;
+  };
+  auto rename = [](uint64_t parent, const std::string& from, const std::string& to) {
+    proto::MetaOp op;
+    op.set_now_ns(2000);
+    op.mutable_rename()->set_old_parent(parent);
+    op.mutable_rename()->set_old_name(from);
+    op.mutable_rename()->set_new_parent(parent);
+    op.mutable_rename()->set_new_name(to);
+    return op;
+  };
+  auto never_open = [](uint64_t) { return false; };
+
+  auto mkdir = create(kRoot, "d", S_IFDIR | 0755);
+  auto d = ns->Apply(mkdir, never_open);
+  ASSERT_TRUE(d.ok());
+  const uint64_t dir_ino = d->attr.ino();
+  auto f = create(dir_ino, "f", S_IFREG | 0644);  // sees the directory made just before
+  ASSERT_TRUE(ns->Apply(f, never_open).ok());
+  auto dup = create(dir_ino, "f", S_IFREG | 0644);
+  EXPECT_EQ(ns->Apply(dup, never_open).status().code(), EEXIST);
+  auto mv = rename(dir_ino, "f", "g");
+  ASSERT_TRUE(ns->Apply(mv, never_open).ok());
+  // Fails half-way: the source is gone, after the target was looked at.
+  auto bad = rename(dir_ino, "f", "h");
+  EXPECT_EQ(ns->Apply(bad, never_open).status().code(), ENOENT);
+  EXPECT_EQ(ns->pending_ops(), 3u);
+
+  EXPECT_EQ(ns->Lookup(kRoot, "d").status().code(), ENOENT);  // nothing written yet
+  EXPECT_EQ(ns->Stats().op_seq, 0u);
+  ASSERT_TRUE(ns->CommitGroup().ok());
+  ASSERT_TRUE(ns->SyncWal().ok());
+  EXPECT_EQ(ns->pending_ops(), 0u);
+  EXPECT_EQ(ns->Stats().op_seq, 3u);
+  EXPECT_EQ(ns->Stats().inodes, 3u);
+  EXPECT_EQ(ns->Lookup(dir_ino, "f").status().code(), ENOENT);
+  EXPECT_EQ(ns->Lookup(dir_ino, "h").status().code(), ENOENT);
+  EXPECT_TRUE(ns->Lookup(dir_ino, "g").ok());
+  auto dir_attr = ns->GetAttr(dir_ino).value();
+  EXPECT_EQ(dir_attr.mtime_ns(), 2000);  // the last successful op touched it
+
+  auto log = ns->ReadOpLog(1, 100);
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(log[0].seq(), 1u);
+  EXPECT_TRUE(log[0].has_create());
+  EXPECT_EQ(log[1].seq(), 2u);
+  EXPECT_EQ(log[1].create().name(), "f");
+  EXPECT_EQ(log[2].seq(), 3u);
+  EXPECT_EQ(log[2].rename().new_name(), "g");
+
+  // A failing op alone in a group writes nothing at all.
+  EXPECT_EQ(ns->Apply(bad, never_open).status().code(), ENOENT);
+  EXPECT_EQ(ns->pending_ops(), 0u);
+  ASSERT_TRUE(ns->CommitGroup().ok());
+  EXPECT_EQ(ns->Stats().op_seq, 3u);
+
+  // The state and the log survive a reopen; the next op continues the log.
+  ns.reset();
+  ns = meta::Namespace::Open(dir.Sub("db"), "test", 64, 3, 1000).value();
+  EXPECT_TRUE(ns->Lookup(dir_ino, "g").ok());
+  auto again = create(dir_ino, "h", S_IFREG | 0644);
+  ASSERT_TRUE(ns->Apply(again, never_open).ok());
+  ASSERT_TRUE(ns->CommitGroup().ok());
+  EXPECT_EQ(ns->ReadOpLog(4, 10).at(0).create().name(), "h");
+}
+
+// Unlinking the last link of a file nobody has open deletes it in the same
+// op, and the op records that decision so that a replay repeats it.
+TEST(NamespaceTest, UnlinkOfLastLinkReclaimsInTheSameOp) {
+  NsHarness h;
+  const uint64_t f = h.File(kRoot, "f");
+  const uint64_t g = h.File(kRoot, "g");
+  EXPECT_EQ(h.Unlink(kRoot, "f"), 0);
+  EXPECT_FALSE(h.ns->IsOrphan(f));
+  EXPECT_EQ(h.ns->GetAttr(f).status().code(), ENOENT);
+  EXPECT_EQ(h.ns->Stats().inodes, 2u);
+  auto log = h.ns->ReadOpLog(1, 100);
+  ASSERT_EQ(log.size(), 3u);  // two creates and one unlink, no separate reclaim
+  ASSERT_TRUE(log[2].has_unlink());
+  ASSERT_EQ(log[2].reclaimed_size(), 1);
+  EXPECT_EQ(log[2].reclaimed(0), f);
+
+  // Renaming over the last link of a file does the same.
+  h.File(kRoot, "h");
+  EXPECT_EQ(h.Rename(kRoot, "h", kRoot, "g"), 0);
+  EXPECT_EQ(h.ns->GetAttr(g).status().code(), ENOENT);
+  log = h.ns->ReadOpLog(5, 10);
+  ASSERT_EQ(log.size(), 1u);
+  ASSERT_EQ(log[0].reclaimed_size(), 1);
+  EXPECT_EQ(log[0].reclaimed(0), g);
+
+  // Open: kept as an orphan, and nothing recorded.
+  const uint64_t session = h.sessions->Open("host");
+  auto k = h.Create(kRoot, "k", S_IFREG | 0644, true, "", session);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(h.Unlink(kRoot, "k"), 0);
+  EXPECT_TRUE(h.ns->IsOrphan(k->ino()));
+  log = h.ns->ReadOpLog(7, 10);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].reclaimed_size(), 0);
+}
+
+// A replay (no sessions) follows the logged decision, not its own.
+TEST(NamespaceTest, ReplayFollowsTheLoggedReclaimDecision) {
+  TempDir dir;
+  auto ns = meta::Namespace::Open(dir.Sub("db"), "test", 64, 3, 1000).value();
+  for (const char* name : {"kept", "gone"}) {
+    proto::MetaOp op;
+    op.mutable_create()->set_parent(kRoot);
+    op.mutable_create()->set_name(name);
+    op.mutable_create()->set_mode(S_IFREG | 0644);
+    ASSERT_TRUE(ns->Apply(op).ok());
+  }
+  proto::MetaOp kept, gone;
+  kept.mutable_unlink()->set_parent(kRoot);
+  kept.mutable_unlink()->set_name("kept");
+  gone.mutable_unlink()->set_parent(kRoot);
+  gone.mutable_unlink()->set_name("gone");
+  gone.add_reclaimed(3);  // "gone" is inode 3
+  ASSERT_TRUE(ns->Apply(kept).ok());
+  ASSERT_TRUE(ns->Apply(gone).ok());
+  ASSERT_TRUE(ns->CommitGroup().ok());
+  EXPECT_TRUE(ns->IsOrphan(2));
+  EXPECT_EQ(ns->GetAttr(2).value().nlink(), 0u);
+  EXPECT_FALSE(ns->IsOrphan(3));
+  EXPECT_EQ(ns->GetAttr(3).status().code(), ENOENT);
+}
+
+// The log keeps its last op_log_tail entries (1000 here).
+TEST(NamespaceTest, OpLogKeepsItsTail) {
+  TempDir dir;
+  auto ns = meta::Namespace::Open(dir.Sub("db"), "test", 64, 3, 1000).value();
+  for (int group = 0; group < 25; ++group) {
+    for (int i = 0; i < 97; ++i) {
+      proto::MetaOp op;
+      op.mutable_alloc_chunk_ids()->set_count(1);
+      ASSERT_TRUE(ns->Apply(op).ok());
+    }
+    ASSERT_TRUE(ns->CommitGroup().ok());
+  }
+  const uint64_t last = 25 * 97;
+  auto log = ns->ReadOpLog(0, 100000);
+  ASSERT_EQ(log.size(), 1000u);
+  EXPECT_EQ(log.front().seq(), last - 999);
+  EXPECT_EQ(log.back().seq(), last);
+}
+
 }  // namespace
 }  // namespace spool::testing

@@ -1,5 +1,6 @@
 #include "tests/support/cluster.h"
 
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +42,70 @@ LocalCluster::~LocalCluster() {
   }
   for (auto& b : bricks_) b->Kill(SIGKILL);
   meta_.Kill(SIGKILL);
+  for (auto& b : bricks_) b->Wait();
+  for (const auto& path : tmpfs_mounts_) {
+    if (::umount2(path.c_str(), 0) != 0) ::umount2(path.c_str(), MNT_DETACH);
+  }
+}
+
+bool LocalCluster::PutBrickOnTmpfs(int index, uint64_t bytes) {
+  std::string path = brick_dir(index);
+  ::mkdir(path.c_str(), 0755);
+  std::string options = "size=" + std::to_string(bytes) + ",mode=0755";
+  if (::mount("tmpfs", path.c_str(), "tmpfs", 0, options.c_str()) != 0) return false;
+  tmpfs_mounts_.push_back(path);
+  return true;
+}
+
+namespace {
+
+// Calls one brick directly, as a tool would.
+template <typename Request, typename Reply>
+bool CallBrick(const std::string& key_path, const std::string& address, rpc::Method method, const Request& request,
+               Reply* reply) {
+  auto key = ClusterKey::Load(key_path);
+  if (!key.ok()) return false;
+  rpc::IoRuntime runtime(1);
+  auto client = rpc::RpcClient::Create(runtime.io(), address, *key);
+  auto s = client->CallSync(method, request, reply, {}, nullptr, std::chrono::seconds(5));
+  client->Close();
+  runtime.Stop();
+  return s.ok();
+}
+
+}  // namespace
+
+bool LocalCluster::BrickInfo(int index, proto::BrickInfoReply* reply) {
+  return CallBrick(key_path_, brick_address(index), rpc::Method::kBrickInfo, proto::Empty(), reply);
+}
+
+int64_t LocalCluster::BrickChunkCount(int index) {
+  proto::StatusReply status;
+  if (!Status(&status)) return -1;
+  auto key = ClusterKey::Load(key_path_);
+  if (!key.ok()) return -1;
+  rpc::IoRuntime runtime(1);
+  auto client = rpc::RpcClient::Create(runtime.io(), brick_address(index), *key);
+  int64_t count = 0;
+  for (uint32_t pg = 0; pg < status.map().pg_count() && count >= 0; ++pg) {
+    proto::ListChunksRequest request;
+    request.set_pg(pg);
+    request.set_max_entries(10000);
+    for (;;) {
+      proto::ListChunksReply reply;
+      if (!client->CallSync(rpc::Method::kListChunks, request, &reply, {}, nullptr, std::chrono::seconds(5)).ok()) {
+        count = -1;
+        break;
+      }
+      count += reply.chunks_size();
+      if (reply.complete() || reply.chunks_size() == 0) break;
+      request.set_has_after(true);
+      request.set_after_chunk_id(reply.chunks(reply.chunks_size() - 1).chunk_id());
+    }
+  }
+  client->Close();
+  runtime.Stop();
+  return count;
 }
 
 bool LocalCluster::StartMeta() {

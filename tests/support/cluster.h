@@ -41,11 +41,20 @@ class LocalCluster {
   bool WaitBricksUp(int count, std::chrono::milliseconds timeout = std::chrono::seconds(30));
   bool Status(proto::StatusReply* reply);
 
+  // Puts brick `index`'s data directory on a tmpfs of `bytes` (call before
+  // Start); unmounted when the cluster is destroyed, after its bricks stop.
+  bool PutBrickOnTmpfs(int index, uint64_t bytes);
+  // Capacity, usage and approximate chunk count, from the brick itself.
+  bool BrickInfo(int index, proto::BrickInfoReply* reply);
+  // Exact number of chunks brick `index` holds (lists every placement
+  // group); -1 if the brick cannot be asked.
+  int64_t BrickChunkCount(int index);
+
   const std::string& meta_address() const { return meta_address_; }
+  std::string brick_address(int index) const { return "127.0.0.1:" + std::to_string(brick_ports_[index]); }
   const std::string& key_path() const { return key_path_; }
   std::string dir() const { return dir_.path(); }
   std::string brick_dir(int index) const { return dir_.Sub("brick" + std::to_string(index)); }
-  std::string brick_address(int index) const { return "127.0.0.1:" + std::to_string(brick_ports_[index]); }
   pid_t brick_pid(int index) const { return bricks_[index]->pid(); }  // -1 if not running
 
  private:
@@ -62,6 +71,7 @@ class LocalCluster {
   ChildProcess meta_;
   std::vector<std::unique_ptr<ChildProcess>> bricks_;
   std::vector<int> brick_ports_;
+  std::vector<std::string> tmpfs_mounts_;
   std::vector<MountProcess> mounts_;
   int next_mount_ = 0;
 };

@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
   auto* scrub = app.add_subcommand("scrub", "start a scrub pass on every brick now");
   scrub->add_flag("--wait", scrub_wait, "then show progress until every brick finished");
   scrub->add_option("--timeout", timeout_s, "give up waiting after this many seconds (0 = never)");
+  // --json also after the subcommand, as in `spoolctl status --json`.
+  for (auto* sub : {status, heal}) sub->add_flag("--json", json, "print JSON instead of text");
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
 

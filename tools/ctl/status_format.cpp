@@ -48,6 +48,18 @@ std::string Join(const google::protobuf::RepeatedField<uint32_t>& ids) {
   return out;
 }
 
+// "0-5,9,12-13"
+std::string Ranges(const google::protobuf::RepeatedField<uint32_t>& sorted) {
+  std::string out;
+  for (int i = 0; i < sorted.size();) {
+    int j = i;
+    while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
+    out += (out.empty() ? "" : ",") + (j > i ? fmt::format("{}-{}", sorted[i], sorted[j]) : std::to_string(sorted[i]));
+    i = j + 1;
+  }
+  return out;
+}
+
 std::string RepairJson(const proto::RepairStatus& r) {
   return fmt::format(
       "{{\"pgs_pending\":{},\"wave_marked\":{},\"wave_done\":{},\"bytes_copied\":{},\"chunks_copied\":{},"
@@ -98,6 +110,7 @@ std::string StatusText(const proto::StatusReply& st) {
                        b.failure_domain(), StateName(b.state()), Bytes(b.capacity_bytes()), Bytes(b.used_bytes()), pct);
   }
   out += fmt::format("placement groups: {} healthy, {} degraded\n", st.pgs_healthy(), st.pgs_degraded());
+  if (st.degraded_pgs_size() > 0) out += "degraded groups: " + Ranges(st.degraded_pgs()) + "\n";
   const auto& r = st.repair();
   if (r.pgs_pending() > 0) {
     const double fraction =
@@ -145,9 +158,10 @@ std::string StatusJson(const proto::StatusReply& st) {
   return fmt::format(
       "{{\"epoch\":{},\"pg_count\":{},\"replicas\":{},\"bricks\":[{}],\"pgs_healthy\":{},\"pgs_degraded\":{},"
       "\"inodes\":{},\"op_seq\":{},\"deletion_queue\":{},\"sessions\":{},\"repair\":{},\"brick_work\":[{}],"
-      "\"scrub_generation\":{}}}\n",
+      "\"scrub_generation\":{},\"degraded_pgs\":[{}]}}\n",
       map.epoch(), map.pg_count(), map.replicas(), bricks, st.pgs_healthy(), st.pgs_degraded(), st.inodes(),
-      st.op_seq(), st.deletion_queue(), st.sessions(), RepairJson(st.repair()), work, st.scrub_generation());
+      st.op_seq(), st.deletion_queue(), st.sessions(), RepairJson(st.repair()), work, st.scrub_generation(),
+      Join(st.degraded_pgs()));
 }
 
 std::string HealText(const proto::HealReply& heal) {
