@@ -26,6 +26,9 @@ struct ChunkStoreOptions {
   uint64_t blob_file_size = 256ull << 20;
   // Most bytes the committer writes in one synced WriteBatch.
   uint64_t max_batch_bytes = 32ull << 20;
+  // Most bytes of background writes (repair puts) in one synced WriteBatch:
+  // a foreground put waits for at most one such batch.
+  uint64_t max_background_batch_bytes = 4ull << 20;
   // Puts queued for the committer beyond this are refused with EAGAIN.
   uint64_t max_queued_bytes = 256ull << 20;
   // Whether RocksDB may fallocate WAL and blob files ahead of use. Good on a
@@ -40,6 +43,11 @@ struct RepairOptions {
   int workers = 2;
   // Payload of one bulk read from a peer.
   uint64_t max_request_bytes = 4ull << 20;
+  // Bulk reads outstanding to one peer per task, so that the peer reads the
+  // next batch while this brick writes the last one.
+  int reads_in_flight = 2;
+  // Batches per peer and task written (synced) here at once.
+  int puts_in_flight = 2;
   // Bandwidth of the scrubber's reads. 0 = unlimited.
   uint64_t scrub_bytes_per_sec = 16ull << 20;
   // Time between two scrub passes; 0 = only when requested.

@@ -36,7 +36,7 @@ rpc::RpcClientOptions PeerRpcOptions(std::chrono::milliseconds timeout) {
 std::string ScrubStatePath(const std::string& dir) { return dir + "/scrub.state"; }
 
 // Splits a ReadChunks reply from brick `from` into the chunks it carries.
-Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& reply, const std::string& payload,
+Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& reply, std::string_view payload,
                                                  uint32_t pg, uint32_t from) {
   std::vector<ChunkWrite> writes;
   size_t offset = 0;
@@ -45,7 +45,7 @@ Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& r
       return Status::Error(EPROTO, "brick " + std::to_string(from) + " sent a malformed bulk read");
     ChunkWrite w;
     w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
-    w.bytes.assign(payload, offset, ref.length());
+    w.bytes.assign(payload.substr(offset, ref.length()));
     offset += ref.length();
     writes.push_back(std::move(w));
   }
@@ -318,53 +318,139 @@ Result<std::vector<proto::ChunkRef>> Repairer::ListPeer(const Peer& peer, uint32
   }
 }
 
-Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left,
+// The local puts of one pull, in flight while the next reads go out.
+// Every put is answered before the tracker goes away.
+class Repairer::PutTracker {
+ public:
+  PutTracker(Repairer* repairer, TaskTimes* times) : repairer_(repairer), times_(times) {}
+  ~PutTracker() { WaitBelow(1); }
+  PutTracker(const PutTracker&) = delete;
+  PutTracker& operator=(const PutTracker&) = delete;
+
+  // Queues `writes` (group-committed, synced) once fewer than `limit` puts
+  // of this tracker are in flight.
+  void Put(std::vector<ChunkWrite> writes, uint64_t bytes, size_t limit) {
+    const auto t0 = Clock::now();
+    WaitBelow(limit);
+    const size_t count = writes.size();
+    {
+      std::lock_guard lock(mu_);
+      ++outstanding_;
+    }
+    repairer_->store_.Put(std::move(writes), [this, t0, count, bytes](const Status& s) {
+      times_->put_us += UsSince(t0);
+      if (s.ok()) {
+        repairer_->chunks_copied_ += count;
+        repairer_->bytes_copied_ += bytes;
+        auto& pending = repairer_->chunks_pending_;
+        pending -= std::min<uint64_t>(pending.load(), count);
+      }
+      std::lock_guard lock(mu_);
+      if (!s.ok() && error_.ok()) error_ = s;
+      --outstanding_;
+      cv_.notify_all();
+    }, ChunkStore::Priority::kBackground);
+  }
+  // Waits until every put is durable (or failed); the first error, if any.
+  Status Finish() {
+    WaitBelow(1);
+    return error();
+  }
+  Status error() {
+    std::lock_guard lock(mu_);
+    return error_;
+  }
+
+ private:
+  void WaitBelow(size_t limit) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return outstanding_ < limit; });
+  }
+
+  Repairer* const repairer_;
+  TaskTimes* const times_;
+  std::mutex mu_;  // guards outstanding_, error_
+  std::condition_variable cv_;
+  size_t outstanding_ = 0;
+  Status error_;
+};
+
+Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
                       TaskTimes* times) {
   auto client = peers_.Get(peer.address);
-  while (!ids.empty()) {
-    if (Stopping()) return Status::Error(ESHUTDOWN, "stopping");
-    proto::ReadChunksRequest req;
-    req.set_pg(pg);
-    const size_t n = std::min(ids.size(), kMaxChunksPerRead);
-    for (size_t i = 0; i < n; ++i) req.add_chunk_ids(ids[i]);
-    proto::ReadChunksReply reply;
-    std::string payload;
-    auto t0 = Clock::now();
-    auto s = client->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload);
-    times->read_us += UsSince(t0);
-    if (!s.ok())
-      return Status::Error(s.code(), "read pg " + std::to_string(pg) + " from brick " + std::to_string(peer.id) +
-                                         ": " + s.message());
-    auto parsed = ChunksOfBulkRead(reply, payload, pg, peer.id);
-    if (!parsed.ok()) return parsed.status();
-    std::vector<ChunkWrite> writes = std::move(parsed).value();
-    uint64_t offset = 0;
-    for (const auto& w : writes) offset += w.info.length;
-    uint64_t bytes = offset;
-    // Spend the bandwidth before writing, so that the next read waits.
-    t0 = Clock::now();
-    if (!repair_limiter_.Acquire(bytes)) return Status::Error(ESHUTDOWN, "stopping");
-    times->wait_us += UsSince(t0);
-    const size_t copied = writes.size();
-    if (!writes.empty()) {
-      // The put re-verifies every CRC32C against the bytes.
-      t0 = Clock::now();
-      auto put = store_.PutSync(std::move(writes));
-      times->put_us += UsSince(t0);
-      if (!put.ok()) return put;
+  std::unordered_map<uint64_t, uint32_t> length_of;
+  length_of.reserve(wanted.size());
+  for (const auto& w : wanted) length_of[w.chunk_id] = w.length;
+  std::deque<Wanted> todo(wanted.begin(), wanted.end());
+  struct Read {
+    std::future<Result<rpc::Frame>> reply;
+    size_t asked = 0;
+  };
+  std::deque<Read> reads;  // oldest first
+  PutTracker puts(this, times);
+  const size_t reads_in_flight = static_cast<size_t>(std::max(1, options_.reads_in_flight));
+  const size_t puts_in_flight = static_cast<size_t>(std::max(1, options_.puts_in_flight));
+  // Every path out waits for the puts already queued (they reference `puts`).
+  auto failed = [&](const Status& s) {
+    (void)puts.Finish();
+    return s;
+  };
+
+  for (;;) {
+    // Up to `reads_in_flight` bulk reads outstanding: the peer reads the next
+    // batches while this brick writes the previous one.
+    while (reads.size() < reads_in_flight && !todo.empty()) {
+      if (Stopping()) return failed(Status::Error(ESHUTDOWN, "stopping"));
+      proto::ReadChunksRequest req;
+      req.set_pg(pg);
+      uint64_t bytes = 0;
+      while (!todo.empty() && static_cast<size_t>(req.chunk_ids_size()) < kMaxChunksPerRead &&
+             (req.chunk_ids_size() == 0 || bytes + todo.front().length <= options_.max_request_bytes)) {
+        req.add_chunk_ids(todo.front().chunk_id);
+        bytes += todo.front().length;
+        todo.pop_front();
+      }
+      // Spend the bandwidth before asking, so that the throttle binds on
+      // what is read from the peer and written here.
+      const auto t0 = Clock::now();
+      if (!repair_limiter_.Acquire(bytes)) return failed(Status::Error(ESHUTDOWN, "stopping"));
+      times->wait_us += UsSince(t0);
+      reads.push_back(Read{client->Call(rpc::Method::kReadChunks, req), static_cast<size_t>(req.chunk_ids_size())});
     }
-    chunks_copied_ += copied;
-    bytes_copied_ += bytes;
-    chunks_pending_ -= std::min<uint64_t>(chunks_pending_.load(), copied);
+    if (reads.empty()) break;
+
+    const auto t0 = Clock::now();
+    auto frame = reads.front().reply.get();
+    const size_t asked = reads.front().asked;
+    reads.pop_front();
+    times->read_us += UsSince(t0);
+    if (!frame.ok())
+      return failed(Status::Error(frame.status().code(), "read pg " + std::to_string(pg) + " from brick " +
+                                                             std::to_string(peer.id) + ": " +
+                                                             frame.status().message()));
+    proto::ReadChunksReply reply;
+    if (!frame->ParseHeader(reply))
+      return failed(Status::Error(EPROTO, "malformed bulk read reply from brick " + std::to_string(peer.id)));
+    auto parsed = ChunksOfBulkRead(reply, frame->payload(), pg, peer.id);
+    if (!parsed.ok()) return failed(parsed.status());
+    std::vector<ChunkWrite> writes = std::move(parsed).value();
+    uint64_t bytes = 0;
+    for (const auto& w : writes) bytes += w.info.length;
+    if (auto s = puts.error(); !s.ok()) return failed(s);
+    // The put re-verifies every CRC32C against the bytes. It is durable
+    // before Finish() returns, so the task is reported done only after.
+    if (!writes.empty()) puts.Put(std::move(writes), bytes, puts_in_flight);
     for (uint64_t id : reply.missing()) left->push_back(id);
     for (uint64_t id : reply.corrupt()) left->push_back(id);
-    std::vector<uint64_t> rest(reply.deferred().begin(), reply.deferred().end());
-    rest.insert(rest.end(), ids.begin() + static_cast<ptrdiff_t>(n), ids.end());
-    if (rest.size() == ids.size() && copied == 0)
-      return Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " made no progress on a bulk read");
-    ids = std::move(rest);
+    if (reply.chunks_size() == 0 && static_cast<size_t>(reply.deferred_size()) == asked)
+      return failed(Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " made no progress on a bulk read"));
+    // Deferred (the reply would have been too large): asked again first.
+    for (auto it = reply.deferred().rbegin(); it != reply.deferred().rend(); ++it) {
+      auto len = length_of.find(*it);
+      todo.push_front(Wanted{*it, len == length_of.end() ? 0u : len->second});
+    }
   }
-  return Status::Ok();
+  return puts.Finish();
 }
 
 Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
@@ -378,13 +464,21 @@ Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
   have.reserve(local->size());
   for (const auto& c : *local) have.insert(c.chunk_id);
 
-  // Which peers hold each chunk this brick lacks.
-  std::map<uint64_t, std::vector<size_t>> missing;
+  // Which peers hold each chunk this brick lacks, and its length.
+  struct Missing {
+    uint32_t length = 0;
+    std::vector<size_t> holders;
+  };
+  std::map<uint64_t, Missing> missing;
   for (size_t p = 0; p < peers->size(); ++p) {
     auto listed = ListPeer((*peers)[p], pg);
     if (!listed.ok()) return listed.status();
     for (const auto& ref : *listed)
-      if (!have.count(ref.chunk_id())) missing[ref.chunk_id()].push_back(p);
+      if (!have.count(ref.chunk_id())) {
+        auto& m = missing[ref.chunk_id()];
+        m.length = ref.length();
+        m.holders.push_back(p);
+      }
   }
   times->list_us += UsSince(list_start);
   if (missing.empty()) return Status::Ok();
@@ -392,9 +486,9 @@ Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
 
   // Spread the pulls over the peers that hold each chunk, then pull from all
   // of them at once. What a source lacks after all goes to the next holder.
-  std::vector<std::vector<uint64_t>> plan(peers->size());
+  std::vector<std::vector<Wanted>> plan(peers->size());
   size_t turn = 0;
-  for (auto& [id, holders] : missing) plan[holders[turn++ % holders.size()]].push_back(id);
+  for (auto& [id, m] : missing) plan[m.holders[turn++ % m.holders.size()]].push_back(Wanted{id, m.length});
   Status result = Status::Ok();
   for (int round = 0; round < static_cast<int>(peers->size()) && !plan.empty(); ++round) {
     std::vector<std::vector<uint64_t>> left(peers->size());
@@ -405,16 +499,17 @@ Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
       pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p], times); });
     }
     for (auto& t : pulls) t.join();
-    std::vector<std::vector<uint64_t>> next(peers->size());
+    std::vector<std::vector<Wanted>> next(peers->size());
     bool any = false;
     for (size_t p = 0; p < peers->size(); ++p) {
       if (!statuses[p].ok()) result = statuses[p];
       for (uint64_t id : left[p]) {
         // The next holder of this chunk after p, if any.
-        const auto& holders = missing[id];
+        const auto& m = missing[id];
+        const auto& holders = m.holders;
         auto at = std::find(holders.begin(), holders.end(), p);
         if (at != holders.end() && at + 1 != holders.end()) {
-          next[*(at + 1)].push_back(id);
+          next[*(at + 1)].push_back(Wanted{id, m.length});
           any = true;
         } else {
           // Every holder lacks it now: deleted meanwhile (or corrupt
