@@ -276,8 +276,15 @@ void ChunkStore::CommitLoop() {
     {
       std::unique_lock lock(mu_);
       auto ready = [&] { return stopping_ || !queue_.empty() || !background_queue_.empty(); };
-      if (compact_pending_) {
-        if (!queue_cv_.wait_until(lock, compact_at_, ready)) continue;  // time to compact
+      auto wake_at = std::chrono::steady_clock::time_point::max();
+      if (compact_pending_) wake_at = compact_at_;
+      if (blob_gc_paused_) wake_at = std::min(wake_at, last_background_ + options_.blob_gc_resume_after);
+      if (wake_at != std::chrono::steady_clock::time_point::max()) {
+        if (!queue_cv_.wait_until(lock, wake_at, ready)) {  // time to compact or to resume blob GC
+          lock.unlock();
+          PaceBlobGc(false);
+          continue;
+        }
       } else {
         queue_cv_.wait(lock, ready);
       }
@@ -300,8 +307,24 @@ void ChunkStore::CommitLoop() {
       }
       queued_bytes_ -= bytes + background_bytes;
     }
+    PaceBlobGc(std::any_of(ops.begin(), ops.end(), [](const auto& op) { return op->background && !op->is_delete; }));
     CommitBatch(ops);
   }
+}
+
+void ChunkStore::PaceBlobGc(bool background_in_batch) {
+  const auto now = std::chrono::steady_clock::now();
+  if (background_in_batch) last_background_ = now;
+  const bool pause = background_in_batch || (blob_gc_paused_ && now - last_background_ < options_.blob_gc_resume_after);
+  if (pause == blob_gc_paused_) return;
+  auto s = db_->SetOptions(data_cf_, {{"enable_blob_garbage_collection", pause ? "false" : "true"}});
+  if (!s.ok()) {
+    SPOOL_LOG_WARN("chunkstore blob_gc_{} error=\"{}\"", pause ? "pause" : "resume", s.ToString());
+    return;
+  }
+  blob_gc_paused_ = pause;
+  SPOOL_LOG_INFO("chunkstore blob_gc={} reason={}", pause ? "paused" : "resumed",
+                 pause ? "background-writes" : "background-writes-ended");
 }
 
 std::unordered_map<std::string, ChunkStore::Existing> ChunkStore::ReadExisting(

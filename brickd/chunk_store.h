@@ -20,6 +20,11 @@
 // at most options.max_background_batch_bytes of background writes, so that a
 // delivery never waits behind more than one small slice of a rebuild.
 //
+// Blob garbage collection relocates every live chunk of the oldest blob files
+// that a compaction meets, garbage or not. While background writes flow (a
+// rebuild: nothing to collect, and compactions every few hundred MB) that is
+// pure rewriting, so it is paused until none came for a while.
+//
 // Errors (Status codes, the errno the client sees):
 //   EBADMSG    the client's CRC32C does not match the bytes (put), or the copy
 //              on this brick is corrupt (get/read: bytes never served)
@@ -156,6 +161,8 @@ class ChunkStore {
   void Enqueue(std::unique_ptr<WriteOp> op);
   void CommitLoop();
   void CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops);
+  // Pauses blob GC while background writes flow; resumes it after a quiet spell.
+  void PaceBlobGc(bool background_in_batch);
   // What the database holds under one key before a batch is written.
   struct Existing {
     std::optional<uint32_t> crc32c;  // absent (or unreadable metadata): none
@@ -185,6 +192,8 @@ class ChunkStore {
   std::chrono::steady_clock::time_point compact_at_;
   std::chrono::steady_clock::time_point compact_deadline_;  // latest compact_at_ of this burst
   std::chrono::steady_clock::time_point last_compact_;
+  bool blob_gc_paused_ = false;                        // during background writes
+  std::chrono::steady_clock::time_point last_background_;  // last batch with a background write
   std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};
   std::thread committer_;

@@ -29,6 +29,8 @@ struct ChunkStoreOptions {
   // Most bytes of background writes (repair puts) in one synced WriteBatch:
   // a foreground put waits for at most one such batch.
   uint64_t max_background_batch_bytes = 4ull << 20;
+  // Blob GC resumes once no background write came for this long.
+  std::chrono::milliseconds blob_gc_resume_after{30000};
   // Puts queued for the committer beyond this are refused with EAGAIN.
   uint64_t max_queued_bytes = 256ull << 20;
   // Whether RocksDB may fallocate WAL and blob files ahead of use. Good on a
