@@ -40,7 +40,10 @@ struct ChunkStoreOptions {
 
 struct RepairOptions {
   // Bandwidth for pulling chunks from peers (repair, rebuild). 0 = unlimited.
-  uint64_t repair_bytes_per_sec = 96ull << 20;
+  // 48 MiB/s keeps the p99 of deliveries during a rebuild within 2x of idle
+  // on a small shared 2-core test box (spool-bench rebuild: 96 MiB/s gave
+  // 3.5x there, 48 gave 1.4x, 24 gave 1.2x).
+  uint64_t repair_bytes_per_sec = 48ull << 20;
   // Placement groups repaired at once.
   int workers = 2;
   // Payload of one bulk read from a peer.
