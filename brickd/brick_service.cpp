@@ -1,5 +1,7 @@
 #include "brickd/brick_service.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 #include "spool.pb.h"
 
@@ -35,8 +37,38 @@ Status CheckRef(const proto::ChunkRef& ref) {
 
 }  // namespace
 
-BrickService::BrickService(ChunkStore* store, BrickIdentity identity, std::string data_dir)
-    : store_(store), identity_(std::move(identity)), data_dir_(std::move(data_dir)) {}
+BrickService::BrickService(ChunkStore* store, BrickIdentity identity, std::string data_dir, int bulk_threads)
+    : store_(store), identity_(std::move(identity)), data_dir_(std::move(data_dir)) {
+  for (int i = 0; i < std::max(1, bulk_threads); ++i) bulk_threads_.emplace_back([this] { BulkLoop(); });
+}
+
+BrickService::~BrickService() { Stop(); }
+
+void BrickService::Stop() {
+  {
+    std::lock_guard lock(bulk_mu_);
+    bulk_stopping_ = true;
+    bulk_queue_.clear();
+  }
+  bulk_cv_.notify_all();
+  for (auto& t : bulk_threads_)
+    if (t.joinable()) t.join();
+  bulk_threads_.clear();
+}
+
+void BrickService::BulkLoop() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      std::unique_lock lock(bulk_mu_);
+      bulk_cv_.wait(lock, [&] { return bulk_stopping_ || !bulk_queue_.empty(); });
+      if (bulk_stopping_) return;
+      work = std::move(bulk_queue_.front());
+      bulk_queue_.pop_front();
+    }
+    work();
+  }
+}
 
 void BrickService::Register(rpc::RpcServer& server) {
   auto bind = [this](void (BrickService::*method)(const Frame&, const Responder&)) {
@@ -128,18 +160,26 @@ void BrickService::ReadChunks(const Frame& frame, const Responder& responder) {
   if (static_cast<uint32_t>(request.chunk_ids_size()) > kMaxChunksPerRequest)
     return responder.Fail(Status::Error(EINVAL, "too many chunks in one read"));
   std::vector<uint64_t> ids(request.chunk_ids().begin(), request.chunk_ids().end());
-  auto result = store_->ReadMany(request.pg(), ids, rpc::kMaxFrameBytes - kReplyHeaderRoom);
-  if (!result.ok()) return responder.Fail(result.status());
-  proto::ReadChunksReply reply;
-  for (auto& c : result->chunks) ToProto(c, reply.add_chunks());
-  for (auto id : result->missing) reply.add_missing(id);
-  for (auto id : result->corrupt) {
-    reply.add_corrupt(id);
-    SPOOL_LOG_WARN("brickd corrupt_chunk pg={} chunk={} action=rewrite-from-peer", request.pg(), id);
-    if (on_corrupt_) on_corrupt_(request.pg(), id);
+  auto work = [this, pg = request.pg(), ids = std::move(ids), responder] {
+    auto result = store_->ReadMany(pg, ids, rpc::kMaxFrameBytes - kReplyHeaderRoom);
+    if (!result.ok()) return responder.Fail(result.status());
+    proto::ReadChunksReply reply;
+    for (auto& c : result->chunks) ToProto(c, reply.add_chunks());
+    for (auto id : result->missing) reply.add_missing(id);
+    for (auto id : result->corrupt) {
+      reply.add_corrupt(id);
+      SPOOL_LOG_WARN("brickd corrupt_chunk pg={} chunk={} action=rewrite-from-peer", pg, id);
+      if (on_corrupt_) on_corrupt_(pg, id);
+    }
+    for (auto id : result->deferred) reply.add_deferred(id);
+    responder.Reply(reply, std::move(result->payload));
+  };
+  {
+    std::lock_guard lock(bulk_mu_);
+    if (bulk_stopping_) return responder.Fail(Status::Error(ESHUTDOWN, "brick is stopping"));
+    bulk_queue_.push_back(std::move(work));
   }
-  for (auto id : result->deferred) reply.add_deferred(id);
-  responder.Reply(reply, std::move(result->payload));
+  bulk_cv_.notify_one();
 }
 
 void BrickService::PutChunks(const Frame& frame, const Responder& responder) {

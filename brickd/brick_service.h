@@ -2,10 +2,20 @@
 // calls. Every request is validated here before use (sizes, counts, pg range,
 // payload length against the declared chunk lengths); a bad request gets an
 // error reply, never a crash.
+//
+// Bulk reads (ReadChunks, a peer's repair pulls) run on a few threads of
+// their own, never on the RPC io threads: a bulk read of many chunks from a
+// cold disk takes tens of milliseconds, and foreground puts and gets must not
+// queue behind it.
 #pragma once
 
+#include <condition_variable>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "brickd/chunk_store.h"
 #include "brickd/identity.h"
@@ -21,7 +31,14 @@ constexpr uint32_t kMaxListEntries = 16384;
 class BrickService {
  public:
   // REQUIRES: store outlives the service and every handler call.
-  BrickService(ChunkStore* store, BrickIdentity identity, std::string data_dir);
+  BrickService(ChunkStore* store, BrickIdentity identity, std::string data_dir, int bulk_threads = 2);
+  ~BrickService();  // Stop()
+  BrickService(const BrickService&) = delete;
+  BrickService& operator=(const BrickService&) = delete;
+
+  // Stops the bulk-read threads; reads still queued are dropped unanswered
+  // (their connections are closing). REQUIRES: the server stopped first.
+  void Stop();
 
   // Registers the handlers. REQUIRES: before server.Listen.
   void Register(rpc::RpcServer& server);
@@ -42,10 +59,18 @@ class BrickService {
   void PutChunks(const rpc::Frame& frame, const rpc::Responder& responder);
   void BrickInfo(const rpc::Frame& frame, const rpc::Responder& responder);
 
+  void BulkLoop();
+
   ChunkStore* store_;
   BrickIdentity identity_;
   std::string data_dir_;
   std::function<void(uint32_t pg, uint64_t chunk_id)> on_corrupt_;
+
+  std::mutex bulk_mu_;  // guards bulk_queue_, bulk_stopping_
+  std::condition_variable bulk_cv_;
+  std::deque<std::function<void()>> bulk_queue_;
+  bool bulk_stopping_ = false;
+  std::vector<std::thread> bulk_threads_;
 };
 
 }  // namespace spool::brick

@@ -127,6 +127,12 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
   db_options.keep_log_file_num = 5;
   // A clean shutdown flushes memtables, so a restart need not replay a large WAL.
   db_options.avoid_flush_during_shutdown = false;
+  // RocksDB advises the kernel that every table and blob file is read at
+  // random, which turns off readahead. A PG's chunks lie in runs in each blob
+  // file (a flush writes them in key order), so a bulk read of a PG in key
+  // order (catch-up, rebuild, scrub) reads runs: with readahead a run is a few
+  // large reads instead of one small random read per chunk.
+  db_options.advise_random_on_open = false;
 
   rocksdb::ColumnFamilyOptions meta_options;
   meta_options.write_buffer_size = std::min<uint64_t>(options.write_buffer_size, 16ull << 20);
@@ -187,8 +193,9 @@ ChunkStore::~ChunkStore() {
   }
 }
 
-void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done) {
+void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priority) {
   auto op = std::make_unique<WriteOp>();
+  op->background = priority == Priority::kBackground;
   if (chunks.empty()) return done(Status::Ok());
   for (auto& c : chunks) {
     const auto& info = c.info;
@@ -230,6 +237,7 @@ void ChunkStore::Delete(std::vector<ChunkInfo> chunks, Done done) {
   if (chunks.empty()) return done(Status::Ok());
   auto op = std::make_unique<WriteOp>();
   op->is_delete = true;
+  op->background = true;
   op->bytes = chunks.size() * kKeyBytes * 2;
   op->deletes = std::move(chunks);
   op->done = std::move(done);
@@ -247,7 +255,7 @@ void ChunkStore::Enqueue(std::unique_ptr<WriteOp> op) {
       refused = Status::Error(EAGAIN, "brick write queue is full; retry");
     } else {
       queued_bytes_ += op->bytes;
-      queue_.push_back(std::move(op));
+      (op->background ? background_queue_ : queue_).push_back(std::move(op));
     }
   }
   if (!refused.ok()) return op->done(refused);  // answered outside the lock
@@ -267,52 +275,98 @@ void ChunkStore::CommitLoop() {
     std::vector<std::unique_ptr<WriteOp>> ops;
     {
       std::unique_lock lock(mu_);
-      auto ready = [&] { return stopping_ || !queue_.empty(); };
-      if (compact_pending_) {
-        if (!queue_cv_.wait_until(lock, compact_at_, ready)) continue;  // time to compact
+      auto ready = [&] { return stopping_ || !queue_.empty() || !background_queue_.empty(); };
+      auto wake_at = std::chrono::steady_clock::time_point::max();
+      if (compact_pending_) wake_at = compact_at_;
+      if (blob_gc_paused_) wake_at = std::min(wake_at, last_background_ + options_.blob_gc_resume_after);
+      if (wake_at != std::chrono::steady_clock::time_point::max()) {
+        if (!queue_cv_.wait_until(lock, wake_at, ready)) {  // time to compact or to resume blob GC
+          lock.unlock();
+          PaceBlobGc(false);
+          continue;
+        }
       } else {
         queue_cv_.wait(lock, ready);
       }
-      if (queue_.empty()) return;  // stopping, and every write answered
+      if (queue_.empty() && background_queue_.empty()) return;  // stopping, and every write answered
       uint64_t bytes = 0;
       while (!queue_.empty() && (ops.empty() || bytes + queue_.front()->bytes <= options_.max_batch_bytes)) {
         bytes += queue_.front()->bytes;
         ops.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      queued_bytes_ -= bytes;
+      // Then background writes, in order: at least one (so that a busy
+      // foreground never starves them), at most a slice.
+      uint64_t background_bytes = 0;
+      while (!background_queue_.empty() &&
+             (background_bytes == 0 ||
+              background_bytes + background_queue_.front()->bytes <= options_.max_background_batch_bytes)) {
+        background_bytes += background_queue_.front()->bytes;
+        ops.push_back(std::move(background_queue_.front()));
+        background_queue_.pop_front();
+      }
+      queued_bytes_ -= bytes + background_bytes;
     }
+    PaceBlobGc(std::any_of(ops.begin(), ops.end(), [](const auto& op) { return op->background && !op->is_delete; }));
     CommitBatch(ops);
   }
 }
 
-Status ChunkStore::CheckPutAgainstExisting(const ChunkWrite& chunk,
-                                           const std::vector<std::pair<std::string, uint32_t>>& batch_puts) {
-  std::optional<uint32_t> existing_crc;
-  auto key = ChunkKey(chunk.info.pg, chunk.info.chunk_id);
-  for (auto& [k, crc] : batch_puts)
-    if (k == key) existing_crc = crc;
-  if (!existing_crc) {
-    auto meta = ReadMeta(chunk.info.pg, chunk.info.chunk_id);
-    if (meta.ok())
-      existing_crc = meta->crc32c;
-    else if (meta.status().code() != ENOENT && meta.status().code() != EBADMSG)
-      return meta.status();
+void ChunkStore::PaceBlobGc(bool background_in_batch) {
+  const auto now = std::chrono::steady_clock::now();
+  if (background_in_batch) last_background_ = now;
+  const bool pause = background_in_batch || (blob_gc_paused_ && now - last_background_ < options_.blob_gc_resume_after);
+  if (pause == blob_gc_paused_) return;
+  auto s = db_->SetOptions(data_cf_, {{"enable_blob_garbage_collection", pause ? "false" : "true"}});
+  if (!s.ok()) {
+    SPOOL_LOG_WARN("chunkstore blob_gc_{} error=\"{}\"", pause ? "pause" : "resume", s.ToString());
+    return;
   }
-  // Same content again (a retried or repeated put) overwrites, which also
-  // repairs a copy whose bytes went bad. Different content under the same id
-  // would make replicas diverge: refused.
-  if (existing_crc && *existing_crc != chunk.info.crc32c)
-    return Status::Error(EEXIST, ChunkName(chunk.info.pg, chunk.info.chunk_id) +
-                                     " already exists with different content (chunks are immutable)");
-  return Status::Ok();
+  blob_gc_paused_ = pause;
+  SPOOL_LOG_INFO("chunkstore blob_gc={} reason={}", pause ? "paused" : "resumed",
+                 pause ? "background-writes" : "background-writes-ended");
+}
+
+std::unordered_map<std::string, ChunkStore::Existing> ChunkStore::ReadExisting(
+    const std::vector<std::unique_ptr<WriteOp>>& ops) {
+  std::unordered_map<std::string, Existing> existing;
+  for (const auto& op : ops)
+    for (const auto& c : op->puts) existing.try_emplace(ChunkKey(c.info.pg, c.info.chunk_id));
+  if (existing.empty()) return existing;
+  std::vector<rocksdb::Slice> keys;
+  std::vector<Existing*> entries;
+  keys.reserve(existing.size());
+  entries.reserve(existing.size());
+  for (auto& [key, e] : existing) {
+    keys.emplace_back(key);
+    entries.push_back(&e);
+  }
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), meta_cf_, keys.size(), keys.data(), values.data(), statuses.data());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto& e = *entries[i];
+    const auto& v = values[i];
+    if (statuses[i].ok()) {
+      // A malformed record counts as absent: the put rewrites it.
+      if (v.size() == kMetaValueBytes && static_cast<uint8_t>(v.data()[0]) == kMetaFormat)
+        e.crc32c = GetBE32(std::string_view(v.data() + 1, 4));
+    } else if (!statuses[i].IsNotFound() && !statuses[i].IsCorruption()) {
+      e.error = FromRocks(statuses[i], "read metadata of " + ChunkName(GetBE32(keys[i].ToStringView().substr(0, 4)),
+                                                                        GetBE64(keys[i].ToStringView().substr(4, 8))));
+    }
+  }
+  return existing;
 }
 
 void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
   rocksdb::WriteBatch batch;
   std::vector<Status> results(ops.size());
-  // Puts of this batch, so that a later op sees an earlier one's chunk.
-  std::vector<std::pair<std::string, uint32_t>> batch_puts;
+  // What the database holds for every chunk put in this batch (one batched
+  // lookup), and what earlier ops of the batch did to it (a put's CRC, or
+  // nullopt for a delete), so that a later op sees an earlier one's chunk.
+  auto existing = ReadExisting(ops);
+  std::unordered_map<std::string, std::optional<uint32_t>> in_batch;
   bool had_deletes = false;
   for (size_t i = 0; i < ops.size(); ++i) {
     auto& op = *ops[i];
@@ -322,24 +376,43 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
         auto key = ChunkKey(c.pg, c.chunk_id);
         batch.Delete(meta_cf_, key);
         batch.Delete(data_cf_, key);
-        std::erase_if(batch_puts, [&](auto& p) { return p.first == key; });
+        in_batch[key] = std::nullopt;
       }
       continue;
     }
-    size_t batch_puts_before = batch_puts.size();
+    // All or nothing: check every chunk of the op before recording any.
+    std::unordered_map<std::string, uint32_t> op_puts;
     for (auto& c : op.puts) {
-      results[i] = CheckPutAgainstExisting(c, batch_puts);
-      if (!results[i].ok()) break;
-      batch_puts.emplace_back(ChunkKey(c.info.pg, c.info.chunk_id), c.info.crc32c);
+      auto key = ChunkKey(c.info.pg, c.info.chunk_id);
+      std::optional<uint32_t> existing_crc;
+      if (auto p = op_puts.find(key); p != op_puts.end()) {
+        existing_crc = p->second;
+      } else if (auto b = in_batch.find(key); b != in_batch.end()) {
+        existing_crc = b->second;
+      } else {
+        const auto& e = existing[key];
+        if (!e.error.ok()) {
+          results[i] = e.error;
+          break;
+        }
+        existing_crc = e.crc32c;
+      }
+      // Same content again (a retried or repeated put) overwrites, which also
+      // repairs a copy whose bytes went bad. Different content under the same
+      // id would make replicas diverge: refused.
+      if (existing_crc && *existing_crc != c.info.crc32c) {
+        results[i] = Status::Error(EEXIST, ChunkName(c.info.pg, c.info.chunk_id) +
+                                               " already exists with different content (chunks are immutable)");
+        break;
+      }
+      op_puts[key] = c.info.crc32c;
     }
-    if (!results[i].ok()) {
-      batch_puts.resize(batch_puts_before);  // all or nothing
-      continue;
-    }
+    if (!results[i].ok()) continue;
     for (auto& c : op.puts) {
       auto key = ChunkKey(c.info.pg, c.info.chunk_id);
       batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length));
       batch.Put(data_cf_, key, c.bytes);
+      in_batch[key] = c.info.crc32c;
     }
   }
 
@@ -438,10 +511,10 @@ Status ChunkStore::Compact() {
   return Status::Ok();
 }
 
-Status ChunkStore::PutSync(std::vector<ChunkWrite> chunks) {
+Status ChunkStore::PutSync(std::vector<ChunkWrite> chunks, Priority priority) {
   std::promise<Status> promise;
   auto future = promise.get_future();
-  Put(std::move(chunks), [&promise](const Status& s) { promise.set_value(s); });
+  Put(std::move(chunks), [&promise](const Status& s) { promise.set_value(s); }, priority);
   return future.get();
 }
 
@@ -536,25 +609,78 @@ Result<ListResult> ChunkStore::List(uint32_t pg, std::optional<uint64_t> after, 
 Result<ReadManyResult> ChunkStore::ReadMany(uint32_t pg, const std::vector<uint64_t>& chunk_ids, uint64_t max_bytes) {
   if (auto s = ValidateChunkAddress(pg, 0); !s.ok()) return s;
   ReadManyResult result;
-  for (size_t i = 0; i < chunk_ids.size(); ++i) {
-    uint64_t id = chunk_ids[i];
-    auto meta = ReadMeta(pg, id);
-    if (meta.ok() && result.payload.size() + meta->length > max_bytes) {
-      result.deferred.assign(chunk_ids.begin() + static_cast<ptrdiff_t>(i), chunk_ids.end());
-      break;
-    }
-    ChunkInfo info;
-    auto bytes = meta.ok() ? Get(pg, id, 0, 0, &info) : Result<std::string>(meta.status());
-    if (bytes.ok()) {
-      result.chunks.push_back(info);
-      result.payload.append(*bytes);
-    } else if (bytes.status().code() == ENOENT) {
+  const size_t n = chunk_ids.size();
+  if (n == 0) return result;
+  // One batched lookup per family (RocksDB sorts the keys and reads each
+  // SST block and blob file once, in file order), instead of a metadata
+  // lookup, a second one and a blob read per chunk.
+  std::vector<std::string> keys(n);
+  std::vector<rocksdb::Slice> key_slices(n);
+  for (size_t i = 0; i < n; ++i) {
+    keys[i] = ChunkKey(pg, chunk_ids[i]);
+    key_slices[i] = keys[i];
+  }
+  std::vector<rocksdb::PinnableSlice> metas(n);
+  std::vector<rocksdb::Status> meta_status(n);
+  rocksdb::ReadOptions read_options;
+  read_options.verify_checksums = true;
+  db_->MultiGet(read_options, meta_cf_, n, key_slices.data(), metas.data(), meta_status.data());
+
+  // Which chunks to read: found, and within max_bytes (the first that does
+  // not fit and every found chunk after it are deferred).
+  std::vector<ChunkInfo> infos;
+  std::vector<rocksdb::Slice> read_keys;
+  infos.reserve(n);
+  read_keys.reserve(n);
+  uint64_t bytes = 0;
+  bool full = false;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t id = chunk_ids[i];
+    if (meta_status[i].IsNotFound()) {
       result.missing.push_back(id);
-    } else if (bytes.status().code() == EBADMSG) {
-      result.corrupt.push_back(id);
-    } else {
-      return bytes.status();
+      continue;
     }
+    if (!meta_status[i].ok()) {
+      if (meta_status[i].IsCorruption()) {
+        result.corrupt.push_back(id);
+        continue;
+      }
+      return FromRocks(meta_status[i], "read metadata of " + ChunkName(pg, id));
+    }
+    const auto& v = metas[i];
+    if (v.size() != kMetaValueBytes || static_cast<uint8_t>(v.data()[0]) != kMetaFormat) {
+      result.corrupt.push_back(id);
+      continue;
+    }
+    ChunkInfo info{id, pg, GetBE32(std::string_view(v.data() + 1, 4)), GetBE32(std::string_view(v.data() + 5, 4))};
+    if (full || bytes + info.length > max_bytes) {
+      full = true;
+      result.deferred.push_back(id);
+      continue;
+    }
+    bytes += info.length;
+    infos.push_back(info);
+    read_keys.push_back(key_slices[i]);
+  }
+  if (infos.empty()) return result;
+
+  std::vector<rocksdb::PinnableSlice> values(infos.size());
+  std::vector<rocksdb::Status> statuses(infos.size());
+  db_->MultiGet(read_options, data_cf_, infos.size(), read_keys.data(), values.data(), statuses.data());
+  result.payload.reserve(bytes);
+  result.chunks.reserve(infos.size());
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const auto& info = infos[i];
+    const auto& s = statuses[i];
+    const auto& value = values[i];
+    if (s.IsNotFound() || s.IsCorruption() || (s.ok() && (value.size() != info.length ||
+                                                          Crc32c(value.data(), value.size()) != info.crc32c))) {
+      result.corrupt.push_back(info.chunk_id);
+      continue;
+    }
+    if (!s.ok()) return FromRocks(s, "read " + ChunkName(pg, info.chunk_id));
+    result.chunks.push_back(info);
+    result.payload.append(value.data(), value.size());
   }
   return result;
 }

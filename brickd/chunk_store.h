@@ -15,6 +15,16 @@
 // queue into a single WriteBatch written with sync=true and then answers every
 // write in it: many concurrent puts share one fsync (group commit).
 //
+// Priority. Background puts (repair) and deletes wait in a queue of their own,
+// in order; foreground puts (a client's) go ahead of them, and a batch takes
+// at most options.max_background_batch_bytes of background writes, so that a
+// delivery never waits behind more than one small slice of a rebuild.
+//
+// Blob garbage collection relocates every live chunk of the oldest blob files
+// that a compaction meets, garbage or not. While background writes flow (a
+// rebuild: nothing to collect, and compactions every few hundred MB) that is
+// pure rewriting, so it is paused until none came for a while.
+//
 // Errors (Status codes, the errno the client sees):
 //   EBADMSG    the client's CRC32C does not match the bytes (put), or the copy
 //              on this brick is corrupt (get/read: bytes never served)
@@ -45,6 +55,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "brickd/options.h"
@@ -105,12 +116,13 @@ class ChunkStore {
   // Validates and queues chunks to store; `done` runs once, on some thread,
   // after they are all durable (or with the error that kept all of them out:
   // a multi-chunk put is all or nothing). `done` may run before Put returns.
-  void Put(std::vector<ChunkWrite> chunks, Done done);
+  enum class Priority { kForeground, kBackground };
+  void Put(std::vector<ChunkWrite> chunks, Done done, Priority priority = Priority::kForeground);
   // Queues the removal of chunks (absent ones are fine); `done` after it is durable.
   void Delete(std::vector<ChunkInfo> chunks, Done done);
 
   // Blocking forms of Put/Delete, for tests and tools.
-  Status PutSync(std::vector<ChunkWrite> chunks);
+  Status PutSync(std::vector<ChunkWrite> chunks, Priority priority = Priority::kForeground);
   Status PutSync(uint32_t pg, uint64_t chunk_id, std::string_view bytes);
   Status DeleteSync(std::vector<ChunkInfo> chunks);
 
@@ -138,6 +150,7 @@ class ChunkStore {
  private:
   struct WriteOp {
     bool is_delete = false;
+    bool background = false;  // a background put or a delete
     std::vector<ChunkWrite> puts;
     std::vector<ChunkInfo> deletes;
     uint64_t bytes = 0;
@@ -148,8 +161,15 @@ class ChunkStore {
   void Enqueue(std::unique_ptr<WriteOp> op);
   void CommitLoop();
   void CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops);
-  Status CheckPutAgainstExisting(const ChunkWrite& chunk,
-                                 const std::vector<std::pair<std::string, uint32_t>>& batch_puts);
+  // Pauses blob GC while background writes flow; resumes it after a quiet spell.
+  void PaceBlobGc(bool background_in_batch);
+  // What the database holds under one key before a batch is written.
+  struct Existing {
+    std::optional<uint32_t> crc32c;  // absent (or unreadable metadata): none
+    Status error;                    // the lookup itself failed
+  };
+  // The metadata of every chunk the ops put, in one batched lookup.
+  std::unordered_map<std::string, Existing> ReadExisting(const std::vector<std::unique_ptr<WriteOp>>& ops);
   Result<ChunkInfo> ReadMeta(uint32_t pg, uint64_t chunk_id);
 
   ChunkStoreOptions options_;
@@ -158,9 +178,10 @@ class ChunkStore {
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* data_cf_ = nullptr;
 
-  std::mutex mu_;                    // guards queue_, queued_bytes_, stopping_
-  std::condition_variable queue_cv_;  // signalled when queue_ grows or stopping_ is set
-  std::deque<std::unique_ptr<WriteOp>> queue_;
+  std::mutex mu_;                    // guards the queues, queued_bytes_, stopping_
+  std::condition_variable queue_cv_;  // signalled when a queue grows or stopping_ is set
+  std::deque<std::unique_ptr<WriteOp>> queue_;             // foreground puts
+  std::deque<std::unique_ptr<WriteOp>> background_queue_;  // background puts and deletes
   uint64_t queued_bytes_ = 0;
   bool stopping_ = false;
 
@@ -171,6 +192,8 @@ class ChunkStore {
   std::chrono::steady_clock::time_point compact_at_;
   std::chrono::steady_clock::time_point compact_deadline_;  // latest compact_at_ of this burst
   std::chrono::steady_clock::time_point last_compact_;
+  bool blob_gc_paused_ = false;                        // during background writes
+  std::chrono::steady_clock::time_point last_background_;  // last batch with a background write
   std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};
   std::thread committer_;

@@ -86,6 +86,8 @@ void BrickDaemon::Stop() {
   // No handler runs after this, so nothing calls the store any more; replies
   // still queued to the (stopped) io_context are dropped with it.
   if (runtime_) runtime_->Stop();
+  // Bulk reads still running finish before the store closes.
+  if (service_) service_->Stop();
   // Answers queued writes (their replies go nowhere: connections are closed),
   // flushes and closes the database.
   store_.reset();

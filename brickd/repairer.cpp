@@ -15,6 +15,10 @@ using Clock = std::chrono::steady_clock;
 constexpr uint32_t kListPage = 16384;  // brick_service.h: kMaxListEntries
 constexpr size_t kMaxChunksPerRead = 4096;  // brick_service.h: kMaxChunksPerRequest
 
+int64_t UsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count();
+}
+
 uint64_t WallMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
@@ -32,7 +36,7 @@ rpc::RpcClientOptions PeerRpcOptions(std::chrono::milliseconds timeout) {
 std::string ScrubStatePath(const std::string& dir) { return dir + "/scrub.state"; }
 
 // Splits a ReadChunks reply from brick `from` into the chunks it carries.
-Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& reply, const std::string& payload,
+Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& reply, std::string_view payload,
                                                  uint32_t pg, uint32_t from) {
   std::vector<ChunkWrite> writes;
   size_t offset = 0;
@@ -41,7 +45,7 @@ Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& r
       return Status::Error(EPROTO, "brick " + std::to_string(from) + " sent a malformed bulk read");
     ChunkWrite w;
     w.info = ChunkInfo{ref.chunk_id(), pg, ref.crc32c(), ref.length()};
-    w.bytes.assign(payload, offset, ref.length());
+    w.bytes.assign(payload.substr(offset, ref.length()));
     offset += ref.length();
     writes.push_back(std::move(w));
   }
@@ -227,8 +231,8 @@ void Repairer::WorkerLoop() {
       continue;
     }
     const auto started = Clock::now();
-    const auto copied_before = chunks_copied_.load();
-    Status s = RunTask(pg);
+    TaskTimes times;
+    Status s = RunTask(pg, &times);
     std::lock_guard lock(mu_);
     auto it = tasks_.find(pg);
     if (it == tasks_.end()) continue;
@@ -253,10 +257,11 @@ void Repairer::WorkerLoop() {
     done_.push_back(d);
     // Marked again while this pass ran: run again at the new generation.
     if (it->second.generation <= generation) tasks_.erase(it);
-    const auto copied = chunks_copied_.load() - copied_before;
-    if (copied > 0)
-      SPOOL_LOG_INFO("brickd repair_done pg={} generation={} chunks_copied={} ms={}", pg, generation, copied,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+    if (times.put_us > 0)
+      SPOOL_LOG_INFO("brickd repair_done pg={} generation={} ms={} list_ms={} read_ms={} rate_wait_ms={} put_ms={}",
+                     pg, generation,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count(),
+                     times.list_us / 1000, times.read_us / 1000, times.wait_us / 1000, times.put_us / 1000);
     cv_.notify_all();
   }
 }
@@ -318,73 +323,177 @@ Result<std::vector<proto::ChunkRef>> Repairer::ListPeer(const Peer& peer, uint32
   }
 }
 
-Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left) {
-  auto client = peers_.Get(peer.address);
-  while (!ids.empty()) {
-    if (Stopping()) return Status::Error(ESHUTDOWN, "stopping");
-    proto::ReadChunksRequest req;
-    req.set_pg(pg);
-    const size_t n = std::min(ids.size(), kMaxChunksPerRead);
-    for (size_t i = 0; i < n; ++i) req.add_chunk_ids(ids[i]);
-    proto::ReadChunksReply reply;
-    std::string payload;
-    auto s = client->CallSync(rpc::Method::kReadChunks, req, &reply, {}, &payload);
-    if (!s.ok())
-      return Status::Error(s.code(), "read pg " + std::to_string(pg) + " from brick " + std::to_string(peer.id) +
-                                         ": " + s.message());
-    auto parsed = ChunksOfBulkRead(reply, payload, pg, peer.id);
-    if (!parsed.ok()) return parsed.status();
-    std::vector<ChunkWrite> writes = std::move(parsed).value();
-    uint64_t offset = 0;
-    for (const auto& w : writes) offset += w.info.length;
-    uint64_t bytes = offset;
-    // Spend the bandwidth before writing, so that the next read waits.
-    if (!repair_limiter_.Acquire(bytes)) return Status::Error(ESHUTDOWN, "stopping");
-    const size_t copied = writes.size();
-    if (!writes.empty()) {
-      // The put re-verifies every CRC32C against the bytes.
-      if (auto put = store_.PutSync(std::move(writes)); !put.ok()) return put;
+// The local puts of one pull, in flight while the next reads go out.
+// Every put is answered before the tracker goes away.
+class Repairer::PutTracker {
+ public:
+  PutTracker(Repairer* repairer, TaskTimes* times) : repairer_(repairer), times_(times) {}
+  ~PutTracker() { WaitBelow(1); }
+  PutTracker(const PutTracker&) = delete;
+  PutTracker& operator=(const PutTracker&) = delete;
+
+  // Queues `writes` (group-committed, synced) once fewer than `limit` puts
+  // of this tracker are in flight.
+  void Put(std::vector<ChunkWrite> writes, uint64_t bytes, size_t limit) {
+    const auto t0 = Clock::now();
+    WaitBelow(limit);
+    const size_t count = writes.size();
+    {
+      std::lock_guard lock(mu_);
+      ++outstanding_;
     }
-    chunks_copied_ += copied;
-    bytes_copied_ += bytes;
-    chunks_pending_ -= std::min<uint64_t>(chunks_pending_.load(), copied);
+    repairer_->store_.Put(std::move(writes), [this, t0, count, bytes](const Status& s) {
+      times_->put_us += UsSince(t0);
+      if (s.ok()) {
+        repairer_->chunks_copied_ += count;
+        repairer_->bytes_copied_ += bytes;
+        auto& pending = repairer_->chunks_pending_;
+        pending -= std::min<uint64_t>(pending.load(), count);
+      }
+      std::lock_guard lock(mu_);
+      if (!s.ok() && error_.ok()) error_ = s;
+      --outstanding_;
+      cv_.notify_all();
+    }, ChunkStore::Priority::kBackground);
+  }
+  // Waits until every put is durable (or failed); the first error, if any.
+  Status Finish() {
+    WaitBelow(1);
+    return error();
+  }
+  Status error() {
+    std::lock_guard lock(mu_);
+    return error_;
+  }
+
+ private:
+  void WaitBelow(size_t limit) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return outstanding_ < limit; });
+  }
+
+  Repairer* const repairer_;
+  TaskTimes* const times_;
+  std::mutex mu_;  // guards outstanding_, error_
+  std::condition_variable cv_;
+  size_t outstanding_ = 0;
+  Status error_;
+};
+
+Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
+                      TaskTimes* times) {
+  auto client = peers_.Get(peer.address);
+  std::unordered_map<uint64_t, uint32_t> length_of;
+  length_of.reserve(wanted.size());
+  for (const auto& w : wanted) length_of[w.chunk_id] = w.length;
+  std::deque<Wanted> todo(wanted.begin(), wanted.end());
+  struct Read {
+    std::future<Result<rpc::Frame>> reply;
+    size_t asked = 0;
+  };
+  std::deque<Read> reads;  // oldest first
+  PutTracker puts(this, times);
+  const size_t reads_in_flight = static_cast<size_t>(std::max(1, options_.reads_in_flight));
+  const size_t puts_in_flight = static_cast<size_t>(std::max(1, options_.puts_in_flight));
+  // Every path out waits for the puts already queued (they reference `puts`).
+  auto failed = [&](const Status& s) {
+    (void)puts.Finish();
+    return s;
+  };
+
+  for (;;) {
+    // Up to `reads_in_flight` bulk reads outstanding: the peer reads the next
+    // batches while this brick writes the previous one.
+    while (reads.size() < reads_in_flight && !todo.empty()) {
+      if (Stopping()) return failed(Status::Error(ESHUTDOWN, "stopping"));
+      proto::ReadChunksRequest req;
+      req.set_pg(pg);
+      uint64_t bytes = 0;
+      while (!todo.empty() && static_cast<size_t>(req.chunk_ids_size()) < kMaxChunksPerRead &&
+             (req.chunk_ids_size() == 0 || bytes + todo.front().length <= options_.max_request_bytes)) {
+        req.add_chunk_ids(todo.front().chunk_id);
+        bytes += todo.front().length;
+        todo.pop_front();
+      }
+      // Spend the bandwidth before asking, so that the throttle binds on
+      // what is read from the peer and written here.
+      const auto t0 = Clock::now();
+      if (!repair_limiter_.Acquire(bytes)) return failed(Status::Error(ESHUTDOWN, "stopping"));
+      times->wait_us += UsSince(t0);
+      reads.push_back(Read{client->Call(rpc::Method::kReadChunks, req), static_cast<size_t>(req.chunk_ids_size())});
+    }
+    if (reads.empty()) break;
+
+    const auto t0 = Clock::now();
+    auto frame = reads.front().reply.get();
+    const size_t asked = reads.front().asked;
+    reads.pop_front();
+    times->read_us += UsSince(t0);
+    if (!frame.ok())
+      return failed(Status::Error(frame.status().code(), "read pg " + std::to_string(pg) + " from brick " +
+                                                             std::to_string(peer.id) + ": " +
+                                                             frame.status().message()));
+    proto::ReadChunksReply reply;
+    if (!frame->ParseHeader(reply))
+      return failed(Status::Error(EPROTO, "malformed bulk read reply from brick " + std::to_string(peer.id)));
+    auto parsed = ChunksOfBulkRead(reply, frame->payload(), pg, peer.id);
+    if (!parsed.ok()) return failed(parsed.status());
+    std::vector<ChunkWrite> writes = std::move(parsed).value();
+    uint64_t bytes = 0;
+    for (const auto& w : writes) bytes += w.info.length;
+    if (auto s = puts.error(); !s.ok()) return failed(s);
+    // The put re-verifies every CRC32C against the bytes. It is durable
+    // before Finish() returns, so the task is reported done only after.
+    if (!writes.empty()) puts.Put(std::move(writes), bytes, puts_in_flight);
     for (uint64_t id : reply.missing()) left->push_back(id);
     for (uint64_t id : reply.corrupt()) left->push_back(id);
-    std::vector<uint64_t> rest(reply.deferred().begin(), reply.deferred().end());
-    rest.insert(rest.end(), ids.begin() + static_cast<ptrdiff_t>(n), ids.end());
-    if (rest.size() == ids.size() && copied == 0)
-      return Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " made no progress on a bulk read");
-    ids = std::move(rest);
+    if (reply.chunks_size() == 0 && static_cast<size_t>(reply.deferred_size()) == asked)
+      return failed(Status::Error(EPROTO, "brick " + std::to_string(peer.id) + " made no progress on a bulk read"));
+    // Deferred (the reply would have been too large): asked again first.
+    for (auto it = reply.deferred().rbegin(); it != reply.deferred().rend(); ++it) {
+      auto len = length_of.find(*it);
+      todo.push_front(Wanted{*it, len == length_of.end() ? 0u : len->second});
+    }
   }
-  return Status::Ok();
+  return puts.Finish();
 }
 
-Status Repairer::RunTask(uint32_t pg) {
+Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
   auto peers = PeersOf(pg);
   if (!peers.ok()) return peers.status();
   if (peers->empty()) return Status::Ok();
+  const auto list_start = Clock::now();
   auto local = ListLocal(pg);
   if (!local.ok()) return local.status();
   std::unordered_set<uint64_t> have;
   have.reserve(local->size());
   for (const auto& c : *local) have.insert(c.chunk_id);
 
-  // Which peers hold each chunk this brick lacks.
-  std::map<uint64_t, std::vector<size_t>> missing;
+  // Which peers hold each chunk this brick lacks, and its length.
+  struct Missing {
+    uint32_t length = 0;
+    std::vector<size_t> holders;
+  };
+  std::map<uint64_t, Missing> missing;
   for (size_t p = 0; p < peers->size(); ++p) {
     auto listed = ListPeer((*peers)[p], pg);
     if (!listed.ok()) return listed.status();
     for (const auto& ref : *listed)
-      if (!have.count(ref.chunk_id())) missing[ref.chunk_id()].push_back(p);
+      if (!have.count(ref.chunk_id())) {
+        auto& m = missing[ref.chunk_id()];
+        m.length = ref.length();
+        m.holders.push_back(p);
+      }
   }
+  times->list_us += UsSince(list_start);
   if (missing.empty()) return Status::Ok();
   chunks_pending_ += missing.size();
 
   // Spread the pulls over the peers that hold each chunk, then pull from all
   // of them at once. What a source lacks after all goes to the next holder.
-  std::vector<std::vector<uint64_t>> plan(peers->size());
+  std::vector<std::vector<Wanted>> plan(peers->size());
   size_t turn = 0;
-  for (auto& [id, holders] : missing) plan[holders[turn++ % holders.size()]].push_back(id);
+  for (auto& [id, m] : missing) plan[m.holders[turn++ % m.holders.size()]].push_back(Wanted{id, m.length});
   Status result = Status::Ok();
   for (int round = 0; round < static_cast<int>(peers->size()) && !plan.empty(); ++round) {
     std::vector<std::vector<uint64_t>> left(peers->size());
@@ -392,19 +501,20 @@ Status Repairer::RunTask(uint32_t pg) {
     std::vector<Status> statuses(peers->size());
     for (size_t p = 0; p < peers->size(); ++p) {
       if (plan[p].empty()) continue;
-      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p]); });
+      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p], times); });
     }
     for (auto& t : pulls) t.join();
-    std::vector<std::vector<uint64_t>> next(peers->size());
+    std::vector<std::vector<Wanted>> next(peers->size());
     bool any = false;
     for (size_t p = 0; p < peers->size(); ++p) {
       if (!statuses[p].ok()) result = statuses[p];
       for (uint64_t id : left[p]) {
         // The next holder of this chunk after p, if any.
-        const auto& holders = missing[id];
+        const auto& m = missing[id];
+        const auto& holders = m.holders;
         auto at = std::find(holders.begin(), holders.end(), p);
         if (at != holders.end() && at + 1 != holders.end()) {
-          next[*(at + 1)].push_back(id);
+          next[*(at + 1)].push_back(Wanted{id, m.length});
           any = true;
         } else {
           // Every holder lacks it now: deleted meanwhile (or corrupt

@@ -83,20 +83,33 @@ class Repairer {
     uint32_t id = 0;
     std::string address;
   };
+  // A chunk to pull, with its length from the peer's listing.
+  struct Wanted {
+    uint64_t chunk_id = 0;
+    uint32_t length = 0;
+  };
+  class PutTracker;
+  // Where one task's time went (summed over its concurrent pulls), for the log.
+  struct TaskTimes {
+    std::atomic<int64_t> list_us{0}, read_us{0}, wait_us{0}, put_us{0};
+  };
 
   void WorkerLoop();
   void ScrubLoop();
   // One pass over a PG: list, diff, pull. OK only if every peer was listed
   // and every missing chunk was copied.
-  Status RunTask(uint32_t pg);
+  Status RunTask(uint32_t pg, TaskTimes* times);
   Status RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_ids);
   Status ScrubPass(uint64_t generation);
   // The PG's other members, with addresses, from the current map.
   Result<std::vector<Peer>> PeersOf(uint32_t pg);
   Result<std::vector<proto::ChunkRef>> ListPeer(const Peer& peer, uint32_t pg);
   Result<std::vector<ChunkInfo>> ListLocal(uint32_t pg);
-  // Reads `ids` from `peer` and stores them here. Ids the peer lacks go to `left`.
-  Status Pull(const Peer& peer, uint32_t pg, std::vector<uint64_t> ids, std::vector<uint64_t>* left);
+  // Reads `wanted` from `peer` and stores them here, synced before it
+  // returns: several bulk reads in flight, each batch's local put overlapping
+  // the next reads. Ids the peer lacks go to `left`.
+  Status Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
+              TaskTimes* times);
   void SaveScrubGeneration(uint64_t generation);
   bool Stopping();
 

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "common/crc32c.h"
@@ -153,6 +155,70 @@ TEST_F(ChunkStoreTest, ReadManyStreamsFoundMissingAndDeferred) {
   EXPECT_EQ(r->payload, a + b);
   EXPECT_EQ(r->missing, std::vector<uint64_t>{99});
   EXPECT_EQ(r->deferred, std::vector<uint64_t>{3}) << "3000 more bytes would exceed 3500";
+}
+
+TEST_F(ChunkStoreTest, ForegroundPutsGoAheadOfQueuedBackgroundPuts) {
+  // 24 background puts of 2 MiB (a rebuild's batches) queued, then one
+  // small foreground put (a delivery): it must not wait for the whole backlog.
+  constexpr int kBackground = 24;
+  std::mutex mu;
+  std::condition_variable cv;
+  int background_done = 0, background_done_before_foreground = -1;
+  bool foreground_done = false;
+  for (int i = 0; i < kBackground; ++i) {
+    std::vector<ChunkWrite> chunks;
+    for (uint64_t k = 0; k < 2; ++k) {
+      const uint64_t id = 1000 + 2 * static_cast<uint64_t>(i) + k;
+      chunks.push_back(Write(3, id, RandomBytes(1 << 20, id)));
+    }
+    store_->Put(std::move(chunks),
+                [&](const Status& s) {
+                  EXPECT_TRUE(s.ok()) << s.ToString();
+                  std::lock_guard lock(mu);
+                  ++background_done;
+                  cv.notify_all();
+                },
+                ChunkStore::Priority::kBackground);
+  }
+  std::vector<ChunkWrite> one;
+  one.push_back(Write(3, 1, RandomBytes(4096, 1)));
+  store_->Put(std::move(one), [&](const Status& s) {
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    std::lock_guard lock(mu);
+    foreground_done = true;
+    background_done_before_foreground = background_done;
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return foreground_done && background_done == kBackground; });
+  EXPECT_LT(background_done_before_foreground, kBackground / 2)
+      << "the delivery waited behind most of the background backlog";
+  lock.unlock();
+  EXPECT_EQ(*store_->Get(3, 1), RandomBytes(4096, 1));
+  EXPECT_EQ(*store_->Get(3, 1000 + 2 * kBackground - 1), RandomBytes(1 << 20, 1000 + 2 * kBackground - 1));
+}
+
+TEST_F(ChunkStoreTest, ReadManyReportsEachChunkOnceInRequestOrder) {
+  for (uint64_t id = 1; id <= 50; ++id) ASSERT_TRUE(store_->PutSync(4, id, RandomBytes(100 + id, id)).ok());
+  std::vector<uint64_t> ids;
+  for (uint64_t id = 60; id >= 1; id -= 3) ids.push_back(id);  // descending, some absent
+  auto r = store_->ReadMany(4, ids, 1 << 20);
+  ASSERT_TRUE(r.ok());
+  std::string expected;
+  std::vector<uint64_t> missing;
+  for (uint64_t id : ids) {
+    if (id > 50) {
+      missing.push_back(id);
+      continue;
+    }
+    expected += RandomBytes(100 + id, id);
+  }
+  EXPECT_EQ(r->payload, expected);
+  EXPECT_EQ(r->missing, missing);
+  ASSERT_EQ(r->chunks.size(), ids.size() - missing.size());
+  EXPECT_EQ(r->chunks.front().chunk_id, 48u);
+  EXPECT_TRUE(r->corrupt.empty());
+  EXPECT_TRUE(r->deferred.empty());
 }
 
 TEST_F(ChunkStoreTest, BulkPutStoresAll) {

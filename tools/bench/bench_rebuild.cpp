@@ -30,11 +30,13 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -63,7 +65,7 @@ struct Options {
   int messages = 200000;
   std::string dir = "/var/tmp";
   uint64_t seed = 42;
-  int repair_mbps = 96;     // brickd's default
+  int repair_mbps = 48;     // brickd's default
   int repair_workers = 0;   // 0: brickd's default
   bool skip_rsync = false;
   double load_seconds = 15;  // idle latency measurement
@@ -197,6 +199,34 @@ uint64_t PeakRssKiB(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
   return 0;
+}
+
+// CPU seconds (user + system) a process has used so far, or 0.
+double CpuSeconds(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::strtoull(f.c_str(), nullptr, 10);
+    if (i == 15) stime = std::strtoull(f.c_str(), nullptr, 10);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds the whole machine spent busy (not idle or waiting for I/O) so far.
+double MachineBusySeconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long v[8] = {};
+  in >> cpu;
+  for (auto& x : v) in >> x;
+  const unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // user nice system irq softirq steal
+  return static_cast<double>(busy) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 std::string UuidOf(const proto::StatusReply& status, const std::string& failure_domain) {
@@ -485,11 +515,16 @@ int RunRebuild(int argc, char** argv) {
   const auto restarted = Clock::now();
   load = std::make_unique<DeliveryLoad>(mount + "/load", o.load_threads, o.seed + 1);
   std::optional<Clock::time_point> took_over, healthy_at;
+  double cpu_at_takeover[3] = {}, machine_at_takeover = 0;
   uint32_t pgs_marked = 0;
   const auto deadline = Clock::now() + std::chrono::minutes(30);
   while (Clock::now() < deadline && !g_interrupted) {
     if (cluster.Status(&status)) {
-      if (!took_over && UuidOf(status, "brick0") != old_uuid) took_over = Clock::now();
+      if (!took_over && UuidOf(status, "brick0") != old_uuid) {
+        took_over = Clock::now();
+        for (int i = 0; i < 3; ++i) cpu_at_takeover[i] = CpuSeconds(cluster.brick_pid(i));
+        machine_at_takeover = MachineBusySeconds();
+      }
       pgs_marked = std::max(pgs_marked, status.repair().pgs_pending());
       if (took_over && Healthy(status)) {
         healthy_at = Clock::now();
@@ -498,6 +533,9 @@ int RunRebuild(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  double cpu_rebuild[3];
+  for (int i = 0; i < 3; ++i) cpu_rebuild[i] = CpuSeconds(cluster.brick_pid(i)) - cpu_at_takeover[i];
+  const double machine_rebuild = MachineBusySeconds() - machine_at_takeover;
   load->Stop();
   if (!healthy_at) return fail(g_interrupted ? "interrupted" : "not healthy after 30 minutes");
   const auto during = load->Latencies(*took_over, *healthy_at);
@@ -527,6 +565,10 @@ int RunRebuild(int argc, char** argv) {
               *intact == messages.size() ? "" : "  (MISSING!)");
   std::printf("               peak RSS (VmHWM): brick0 (rebuilt) %.0f MiB, brick1 %.0f MiB, brick2 %.0f MiB\n",
               rss_kib[0] / 1024.0, rss_kib[1] / 1024.0, rss_kib[2] / 1024.0);
+  std::printf("               CPU during the repair: brick0 %.1f s, brick1 %.1f s, brick2 %.1f s; whole machine busy\n"
+              "               %.1f of %.1f core-seconds (%ld cores; includes the delivery load and anything else)\n",
+              cpu_rebuild[0], cpu_rebuild[1], cpu_rebuild[2], machine_rebuild,
+              rebuild_s * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN)), sysconf(_SC_NPROCESSORS_ONLN));
   std::printf("latency        deliveries through the mount, %d threads:\n", o.load_threads);
   PrintLatency("idle", idle, Seconds(idle_to - idle_from));
   PrintLatency("during rebuild", during, rebuild_s);
