@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "common/brick_names.h"
 #include "common/log.h"
 #include "meta/keys.h"
 #include "meta/placement.h"
@@ -25,17 +26,6 @@ std::string AssignKey(uint32_t pg) {
 
 bool Contains(const google::protobuf::RepeatedField<uint32_t>& ids, uint32_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
-}
-
-const char* AdminName(proto::BrickAdmin a) {
-  switch (a) {
-    case proto::ADMIN_NORMAL: return "normal";
-    case proto::ADMIN_DRAINING: return "draining";
-    case proto::ADMIN_MAINTENANCE: return "maintenance";
-    case proto::ADMIN_PENDING: return "pending";
-    case proto::ADMIN_REMOVED: return "removed";
-    default: return "unknown";
-  }
 }
 
 uint64_t WallMs() {

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "common/brick_names.h"
+
 namespace spool::ctl {
 namespace {
 
@@ -23,17 +25,6 @@ const char* StateName(proto::BrickState s) {
     case proto::BRICK_UP: return "up";
     case proto::BRICK_DOWN: return "down";
     case proto::BRICK_OUT: return "out";
-    default: return "unknown";
-  }
-}
-
-const char* AdminName(proto::BrickAdmin a) {
-  switch (a) {
-    case proto::ADMIN_NORMAL: return "normal";
-    case proto::ADMIN_DRAINING: return "draining";
-    case proto::ADMIN_MAINTENANCE: return "maintenance";
-    case proto::ADMIN_PENDING: return "pending";
-    case proto::ADMIN_REMOVED: return "removed";
     default: return "unknown";
   }
 }
