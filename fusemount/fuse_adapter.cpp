@@ -98,8 +98,14 @@ void FuseAdapter::Init(fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   // Data written by another mount must not be served from our page cache
-  // after a close-to-open reopen; we do not keep the cache across opens.
+  // after a close-to-open reopen: writes go through to us, and an open
+  // keeps the pages only if they hold meta's current version (FileStore).
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // Left on, the kernel would drop a file's pages whenever fresh attributes
+  // show a new mtime, which is after every write of our own (the kernel
+  // does not advance mtime itself). Other mounts' changes drop the pages
+  // through invalidations and the version check at open instead.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -213,11 +219,13 @@ void FuseAdapter::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 }
 
 void FuseAdapter::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto attr = files_.Open(ino);
+  bool keep_cache = false;
+  auto attr = files_.Open(ino, &keep_cache);
   if (!attr.ok()) return ReplyStatus(req, attr.status());
   auto* file = new OpenFile{ino};
   fi->fh = reinterpret_cast<uint64_t>(file);
-  fi->keep_cache = 0;  // close-to-open: drop pages another mount may have changed
+  // Close-to-open: pages are kept only if they hold meta's current version.
+  fi->keep_cache = keep_cache;
   fi->direct_io = AppendsDirectly(fi);
   if (fuse_reply_open(req, fi) != 0) {
     (void)files_.Release(ino);
@@ -240,7 +248,7 @@ void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
   files_.Created(*attr);
   auto* file = new OpenFile{attr->ino()};
   fi->fh = reinterpret_cast<uint64_t>(file);
-  fi->keep_cache = 0;
+  fi->keep_cache = 0;  // a new file (or an existing one O_CREAT opened): nothing worth keeping
   fi->direct_io = AppendsDirectly(fi);
   auto e = EntryParam(*attr);
   if (fuse_reply_create(req, &e, fi) != 0) {
@@ -303,10 +311,9 @@ void FuseAdapter::Fsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
   ReplyStatus(req, files_.Flush(ino));
 }
 
-void FuseAdapter::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto attr = meta_.GetAttr(ino);
-  if (!attr.ok()) return ReplyStatus(req, attr.status());
-  if ((attr->mode() & S_IFMT) != S_IFDIR) return (void)fuse_reply_err(req, ENOTDIR);
+void FuseAdapter::OpenDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // No round trip: the kernel sends OPENDIR only for an inode it knows is a
+  // directory, and a directory removed meanwhile fails the READDIR.
   fi->fh = reinterpret_cast<uint64_t>(new DirListing);
   fuse_reply_open(req, fi);
 }
@@ -547,8 +554,16 @@ const fuse_lowlevel_ops& FuseAdapter::Operations() {
     fuse_lowlevel_ops o{};
     o.init = [](void* userdata, fuse_conn_info* conn) { static_cast<FuseAdapter*>(userdata)->Init(conn); };
     o.lookup = [](fuse_req_t r, fuse_ino_t p, const char* n) { Self(r).Lookup(r, p, n); };
-    o.forget = [](fuse_req_t r, fuse_ino_t, uint64_t) { fuse_reply_none(r); };
-    o.forget_multi = [](fuse_req_t r, size_t, fuse_forget_data*) { fuse_reply_none(r); };
+    // The kernel forgets an inode only when it evicts it (with every lookup
+    // it counted), so its pages are gone then.
+    o.forget = [](fuse_req_t r, fuse_ino_t i, uint64_t) {
+      Self(r).files_.Forget(i);
+      fuse_reply_none(r);
+    };
+    o.forget_multi = [](fuse_req_t r, size_t n, fuse_forget_data* f) {
+      for (size_t k = 0; k < n; ++k) Self(r).files_.Forget(f[k].ino);
+      fuse_reply_none(r);
+    };
     o.getattr = [](fuse_req_t r, fuse_ino_t i, fuse_file_info*) { Self(r).GetAttr(r, i); };
     o.setattr = [](fuse_req_t r, fuse_ino_t i, struct stat* a, int s, fuse_file_info*) { Self(r).SetAttr(r, i, a, s); };
     o.readlink = [](fuse_req_t r, fuse_ino_t i) { Self(r).Readlink(r, i); };

@@ -4,7 +4,8 @@
 // errors travel as errno values end to end.
 //
 // FUSE inode numbers are meta's inode numbers (root = 1), so the adapter
-// keeps no inode table and `forget` needs no bookkeeping.
+// keeps no inode table; `forget` only tells FileStore that the kernel's
+// pages of the inode are gone.
 #pragma once
 
 #define FUSE_USE_VERSION 312

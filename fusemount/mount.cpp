@@ -31,8 +31,10 @@ void Usage() {
                "  --threads N            FUSE worker threads (default 16)\n"
                "  --write-quorum N       copies durable before a write is acknowledged (default 2)\n"
                "  --hard-timeout-ms N    how long calls retry through an outage (default 60000)\n"
-               "  --attr-timeout S       kernel attribute cache lifetime in seconds (default 1)\n"
-               "  --entry-timeout S      kernel entry cache lifetime in seconds (default 1)\n"
+               "  --attr-timeout S       kernel attribute cache lifetime in seconds (default 60)\n"
+               "  --entry-timeout S      kernel entry cache lifetime in seconds (default 60)\n"
+               "  --no-invalidations     do not follow other mounts' changes as they happen (diagnostics:\n"
+               "                         caches then rely on their lifetimes and the version check at open)\n"
                "  --compact-after-pieces N  rewrite a 1 MiB range whole once it was flushed in N\n"
                "                         pieces (random overwrites, VM images; default 16, 0 = never)\n"
                "  --log-level L          trace|debug|info|warn|error (default info)\n"
@@ -93,6 +95,8 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
         c->options.hard_timeout = std::chrono::milliseconds(std::stol(next()));
       } else if (a == "--compact-after-pieces") {
         c->options.compact_after_pieces = static_cast<uint32_t>(std::stoul(next()));
+      } else if (a == "--no-invalidations") {
+        c->options.invalidations = false;
       } else if (a == "--attr-timeout") {
         c->options.attr_timeout_s = std::stod(next());
       } else if (a == "--entry-timeout") {
@@ -235,7 +239,7 @@ int RunMount(const MountCommand& command) {
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
   auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view);
   Invalidator invalidator(se, *meta, *files);
-  invalidator.Start();
+  if (options.invalidations) invalidator.Start();
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
                  meta->session_id());
 

@@ -20,8 +20,7 @@ int64_t NowNs() {
 OpApplier::OpApplier(Namespace& ns, SessionTable& sessions)
     : ns_(ns),
       sessions_(sessions),
-      applier_thread_([this] { RunApplier(); }),
-      syncer_thread_([this] { RunSyncer(); }) {}
+      applier_thread_([this] { RunApplier(); }) {}
 
 OpApplier::~OpApplier() { Stop(); }
 
@@ -51,9 +50,8 @@ void OpApplier::Stop() {
     stopping_ = true;
     cv_.notify_all();
   }
-  if (applier_thread_.joinable()) applier_thread_.join();
-  if (syncer_thread_.joinable()) {
-    syncer_thread_.join();
+  if (applier_thread_.joinable()) {
+    applier_thread_.join();
     const auto st = stats();
     SPOOL_LOG_INFO("meta applier groups={} ops={} apply_ms={} sync_ms={}", st.groups, st.ops, st.apply_ns / 1000000,
                    st.sync_ns / 1000000);
@@ -87,11 +85,7 @@ void OpApplier::RunApplier() {
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) {  // stopping and drained
-        applier_done_ = true;
-        synced_cv_.notify_one();
-        return;
-      }
+      if (queue_.empty()) return;  // stopping, and everything is answered
       if (queue.empty())
         queue.swap(queue_);
       else
@@ -129,41 +123,32 @@ void OpApplier::RunApplier() {
         }
       }
       const auto t1 = std::chrono::steady_clock::now();
-      std::lock_guard lock(mu_);
-      stats_.apply_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
-      for (auto& d : done) applied_.push_back(std::move(d));
-      synced_cv_.notify_one();
+      {
+        std::lock_guard lock(mu_);
+        stats_.apply_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+      }
+      SyncAndAnswer(done);
     }
   }
 }
 
-void OpApplier::RunSyncer() {
-  pthread_setname_np(pthread_self(), "meta-sync");
-  std::vector<Applied> group;
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      synced_cv_.wait(lock, [&] { return applier_done_ || !applied_.empty(); });
-      if (applied_.empty()) return;  // the applier is done and everything is answered
-      group.swap(applied_);
-    }
-    // Every op in `group` was written before this sync started.
-    const auto t0 = std::chrono::steady_clock::now();
-    auto synced = ns_.SyncWal();
-    const auto t1 = std::chrono::steady_clock::now();
-    if (!synced.ok()) {
-      SPOOL_LOG_ERROR("meta sync_wal error=\"{}\"", synced.message());
-      for (auto& a : group) a.result = synced;
-    }
-    {
-      std::lock_guard lock(mu_);
-      stats_.groups++;
-      stats_.ops += group.size();
-      stats_.sync_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
-    }
-    for (auto& a : group) a.done(std::move(a.result));
-    group.clear();
+void OpApplier::SyncAndAnswer(std::vector<Applied>& group) {
+  // Every op in `group` was written before this sync started.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto synced = ns_.SyncWal();
+  const auto t1 = std::chrono::steady_clock::now();
+  if (!synced.ok()) {
+    SPOOL_LOG_ERROR("meta sync_wal error=\"{}\"", synced.message());
+    for (auto& a : group) a.result = synced;
   }
+  {
+    std::lock_guard lock(mu_);
+    stats_.groups++;
+    stats_.ops += group.size();
+    stats_.sync_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+  }
+  for (auto& a : group) a.done(std::move(a.result));
+  group.clear();
 }
 
 }  // namespace spool::meta

@@ -4,11 +4,13 @@
 // Ops are queued by any thread. The applier thread takes what is queued (up
 // to kMaxGroupOps at a time), applies each op on top of the ones before it
 // (Namespace::Apply: each op its own numbered log entry, a failing op leaves
-// no trace), and writes the group as one unsynced WriteBatch. The syncer
-// thread takes every written op, syncs the WAL once for all of them, and only
-// then runs their callbacks: nothing is acknowledged before it is durable.
-// The two threads overlap, so one group is being applied while the previous
-// one is being synced.
+// no trace), writes the group as one unsynced WriteBatch, syncs the WAL once
+// for the whole group, and only then runs the ops' callbacks: nothing is
+// acknowledged before it is durable. Ops that arrive during a sync form the
+// next group. One thread rather than an applier and a syncer overlapping:
+// on a small machine the hand-off between them (a wake-up per group) cost
+// more than the overlap gained, and an op's latency is what a rename held
+// under the kernel's rename lock waits for.
 //
 // It also keeps the open-file bookkeeping consistent with the namespace: a
 // create with a session registers the open before the next op is applied,
@@ -39,7 +41,8 @@ class OpApplier {
   OpApplier& operator=(const OpApplier&) = delete;
 
   // Queues `op`, stamping now_ns. `done` runs on the applier thread once the
-  // op is durable (or failed). After Stop(), fails with ESHUTDOWN at once.
+  // op is durable (or failed), so it must not wait for another op (no
+  // ApplySync). After Stop(), fails with ESHUTDOWN at once.
   void Submit(proto::MetaOp op, Done done);
   // Submit and wait.
   Result<OpOutcome> ApplySync(proto::MetaOp op);
@@ -68,7 +71,8 @@ class OpApplier {
   static constexpr size_t kMaxGroupOps = 256;
 
   void RunApplier();
-  void RunSyncer();
+  // Syncs the WAL for `group` (written already) and runs its callbacks.
+  void SyncAndAnswer(std::vector<Applied>& group);
   // Applies one op to the pending group. Records the opens it registered
   // (undone if the group cannot be written) and the orphans it kept.
   struct GroupState {
@@ -80,17 +84,13 @@ class OpApplier {
   Namespace& ns_;
   SessionTable& sessions_;
 
-  mutable std::mutex mu_;  // guards everything below up to the threads
-  std::condition_variable cv_;         // queue_ or stopping_ changed
-  std::condition_variable synced_cv_;  // applied_ or applier_done_ changed
-  std::deque<Pending> queue_;     // submitted, not applied
-  std::vector<Applied> applied_;  // applied, not yet synced
+  mutable std::mutex mu_;  // guards everything below up to the thread
+  std::condition_variable cv_;  // queue_ or stopping_ changed
+  std::deque<Pending> queue_;   // submitted, not applied
   bool stopping_ = false;
-  bool applier_done_ = false;
   Stats stats_;
   // Last: started after everything above exists.
   std::thread applier_thread_;
-  std::thread syncer_thread_;
 };
 
 }  // namespace spool::meta

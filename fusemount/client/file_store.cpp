@@ -32,9 +32,15 @@ std::shared_ptr<FileStore::Inode> FileStore::FindOrAdd(uint64_t ino) {
   return inode;
 }
 
-Result<proto::Attr> FileStore::Open(uint64_t ino) {
+Result<proto::Attr> FileStore::Open(uint64_t ino, bool* keep_page_cache) {
   auto reply = meta_.Open(ino, false);
   if (!reply.ok()) return reply.status();
+  {
+    std::lock_guard lock(cached_versions_mu_);
+    auto [it, added] = cached_versions_.try_emplace(ino, reply->attr().version());
+    *keep_page_cache = !added && it->second == reply->attr().version();
+    it->second = reply->attr().version();
+  }
   auto inode = FindOrAdd(ino);
   std::lock_guard lock(inode->mu);
   ++inode->opens;
@@ -49,6 +55,10 @@ Result<proto::Attr> FileStore::Open(uint64_t ino) {
 }
 
 void FileStore::Created(const proto::Attr& attr) {
+  {
+    std::lock_guard lock(cached_versions_mu_);
+    cached_versions_[attr.ino()] = attr.version();
+  }
   auto inode = FindOrAdd(attr.ino());
   std::lock_guard lock(inode->mu);
   ++inode->opens;
@@ -142,6 +152,7 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   if (inode.dirty.empty()) return Status::Ok();
   auto attr = WriteRanges(ino, inode.dirty, /*append=*/false);
   if (!attr.ok()) return attr.status();
+  NoteOwnChange(ino, attr->version());
   CountPieces(ino, inode, inode.dirty);
   ++inode.flushes;
   inode.dirty.clear();
@@ -159,6 +170,7 @@ Result<uint64_t> FileStore::Append(uint64_t ino, std::string_view data) {
   std::map<uint64_t, std::string> ranges;
   ranges.emplace(0, std::string(data));
   auto attr = WriteRanges(ino, ranges, /*append=*/true);
+  ForgetCachedVersion(ino);  // direct I/O: the kernel's pages did not see these bytes
   if (!attr.ok()) return attr.status();
   inode->size = attr->size();
   inode->extents_valid = false;
@@ -226,7 +238,27 @@ Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_
 }
 
 void FileStore::Invalidate(uint64_t ino) {
+  ForgetCachedVersion(ino);
   if (auto inode = Find(ino)) inode->changed_elsewhere = true;
+}
+
+void FileStore::Forget(uint64_t ino) { ForgetCachedVersion(ino); }
+
+void FileStore::NoteOwnChange(uint64_t ino, uint64_t new_version) {
+  std::lock_guard lock(cached_versions_mu_);
+  auto it = cached_versions_.find(ino);
+  if (it == cached_versions_.end()) return;
+  // Anything between the version the pages hold and ours was another
+  // mount's change, which the pages may not have.
+  if (it->second + 1 == new_version)
+    it->second = new_version;
+  else
+    cached_versions_.erase(it);
+}
+
+void FileStore::ForgetCachedVersion(uint64_t ino) {
+  std::lock_guard lock(cached_versions_mu_);
+  cached_versions_.erase(ino);
 }
 
 Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
@@ -405,6 +437,7 @@ Result<proto::Attr> FileStore::SetAttr(const proto::SetAttrRequest& request) {
   auto inode = Find(request.ino());
   if (!inode) {
     auto attr = meta_.SetAttr(request);
+    ForgetCachedVersion(request.ino());
     return attr;
   }
   std::lock_guard lock(inode->mu);
@@ -412,6 +445,7 @@ Result<proto::Attr> FileStore::SetAttr(const proto::SetAttrRequest& request) {
   auto s = FlushLocked(request.ino(), *inode);
   if (!s.ok()) return s;
   auto attr = meta_.SetAttr(request);
+  ForgetCachedVersion(request.ino());
   if (!attr.ok()) return attr;
   inode->size = attr->size();
   inode->extents_valid = false;

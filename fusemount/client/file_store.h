@@ -32,8 +32,12 @@ class FileStore {
   FileStore(const MountOptions& options, MetaClient& meta, ChunkClient& chunks);
 
   // A file was opened (or created, with its attributes from meta).
-  Result<proto::Attr> Open(uint64_t ino);
+  // *keep_page_cache: the kernel's pages of the file hold exactly meta's
+  // current version, so the open may keep them (see cached_versions_).
+  Result<proto::Attr> Open(uint64_t ino, bool* keep_page_cache);
   void Created(const proto::Attr& attr);
+  // The kernel dropped the inode, and its pages with it.
+  void Forget(uint64_t ino);
   // The last reference from this descriptor is gone; flushes what is left.
   Status Release(uint64_t ino);
 
@@ -110,6 +114,18 @@ class FileStore {
   ChunkClient& chunks_;
   std::mutex mu_;  // guards inodes_
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_;
+
+  // Close-to-open without rereading: meta bumps an inode's version by one
+  // on every change of content or size, so pages the kernel filled at
+  // version V (by reads, or by this mount's own writes that made V) are
+  // still right at the next open if meta is still at V. An entry is dropped
+  // whenever that chain is broken (another mount's change, a truncate, an
+  // O_APPEND write that bypassed the pages); a missed invalidation then
+  // costs a reread, never stale bytes.
+  void NoteOwnChange(uint64_t ino, uint64_t new_version);
+  void ForgetCachedVersion(uint64_t ino);
+  std::mutex cached_versions_mu_;  // guards cached_versions_
+  std::unordered_map<uint64_t, uint64_t> cached_versions_;  // ino -> version the kernel's pages hold
 
   std::mutex compact_mu_;  // guards the three below
   std::condition_variable compact_cv_;

@@ -26,9 +26,13 @@ struct MountOptions {
   uint32_t chunk_id_batch = 1024;
   // Immutable chunks read recently, kept in memory (always valid).
   size_t chunk_cache_bytes = 32u << 20;
-  // Kernel attribute / entry cache lifetimes.
-  double attr_timeout_s = 1.0;
-  double entry_timeout_s = 1.0;
+  // Kernel attribute / entry cache lifetimes. Long, because meta's
+  // invalidations tell the kernel of every other mount's change at once;
+  // the lifetime only bounds staleness after meta restarts (a new stream).
+  double attr_timeout_s = 60.0;
+  double entry_timeout_s = 60.0;
+  // Follow other mounts' changes through meta's invalidation stream.
+  bool invalidations = true;
   std::string host_name;  // reported to meta for the session
 };
 

@@ -39,8 +39,12 @@ class Coherence : public ::testing::Test {
     ASSERT_TRUE(cluster_->Start());
     a_ = cluster_->Mount(kLongCaching);
     b_ = cluster_->Mount(kLongCaching);
+    auto deaf = kLongCaching;
+    deaf.push_back("--no-invalidations");
+    c_ = cluster_->Mount(deaf);
     ASSERT_FALSE(a_.empty());
     ASSERT_FALSE(b_.empty());
+    ASSERT_FALSE(c_.empty());
   }
   static void TearDownTestSuite() {
     delete cluster_;
@@ -56,6 +60,7 @@ class Coherence : public ::testing::Test {
 
   static inline LocalCluster* cluster_ = nullptr;
   static inline std::string a_, b_;
+  static inline std::string c_;  // a mount that follows no invalidations
 };
 
 // Milliseconds until `seen` holds (polling), or -1 after `limit`.
@@ -148,6 +153,49 @@ TEST_F(Coherence, ChangesOnOneMountAreVisibleOnTheOtherWellBeforeTheCacheLifetim
   // Loopback goal: well under 100 ms; the cache lifetime is 60 s.
   EXPECT_LT(delays[delays.size() / 2], 100.0);
   EXPECT_LT(delays.back(), 1000.0);
+}
+
+// Rewrites `path` in place (same size, no truncate), as a database or an
+// index file is updated.
+void OverwriteInPlace(const std::string& path, const std::string& data) {
+  int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0) << path;
+  ASSERT_EQ(::pwrite(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(::close(fd), 0);
+}
+
+// An open keeps the kernel's cached pages of a file (a reread costs no round
+// trip to the bricks) only while meta's version is the one they hold.
+TEST_F(Coherence, ReopenKeepsCachedPagesOnlyWhileTheyHoldTheCurrentVersion) {
+  auto [a, b] = Dir();
+  const std::string name = "/index";
+  WriteAll(a + name, std::string(20000, '1'));
+  ASSERT_EQ(ReadAll(a + name), std::string(20000, '1'));  // A's pages hold version "1"
+  ASSERT_EQ(ReadAll(b + name), std::string(20000, '1'));  // and B's too
+
+  // Same size, rewritten in place on B: only the version tells A.
+  OverwriteInPlace(b + name, std::string(20000, '2'));
+  EXPECT_EQ(ReadAll(a + name), std::string(20000, '2'));
+  // A's own rewrite: its pages hold it, B rereads it.
+  OverwriteInPlace(a + name, std::string(20000, '3'));
+  EXPECT_EQ(ReadAll(a + name), std::string(20000, '3'));
+  EXPECT_EQ(ReadAll(b + name), std::string(20000, '3'));
+  // Several rounds, alternating, each read through a fresh open; mount C
+  // hears of no change (as after a missed invalidation): its reopen must
+  // still drop its pages, on the version check alone.
+  const std::string c = c_ + a.substr(a_.size());
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(ReadAll(c + name).size(), 20000u);  // C's pages hold the version before this round
+    const std::string& writer = (i % 2 == 0) ? b : a;
+    const std::string data(20000, static_cast<char>('a' + i));
+    OverwriteInPlace(writer + name, data);
+    // Compared as a bool: a failure prints which bytes were seen, not 20000 of them.
+    for (const std::string* via : {&a, &b, &c}) {
+      const std::string seen = ReadAll(*via + name);
+      EXPECT_TRUE(seen == data) << "round " << i << ": " << *via << " read " << seen.size() << " bytes starting '"
+                                << seen.substr(0, 1) << "', expected '" << data[0] << "'";
+    }
+  }
 }
 
 TEST_F(Coherence, NamesAndDirectoryTimesFollowRenamesAndUnlinks) {
