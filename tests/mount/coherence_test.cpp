@@ -190,7 +190,7 @@ TEST_F(Coherence, ReopenKeepsCachedPagesOnlyWhileTheyHoldTheCurrentVersion) {
     const std::string data(20000, static_cast<char>('a' + i));
     OverwriteInPlace(writer + name, data);
     // Compared as a bool: a failure prints which bytes were seen, not 20000 of them.
-    for (const std::string via : {a, b, c}) {
+    for (const std::string& via : {a, b, c}) {
       const std::string seen = ReadAll(via + name);
       EXPECT_TRUE(seen == data) << "round " << i << ": " << via << " read " << seen.size() << " bytes starting '"
                                 << seen.substr(0, 1) << "', expected '" << data[0] << "'";
