@@ -225,6 +225,10 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
   if (under_replicated)
     for (size_t i = 0; i < chunks.size(); ++i)
       if (short_of_copies[i]) under_replicated->push_back(chunks[i].chunk_id);
+  // What was just written is what is read next (a delivered message, an
+  // index): the kernel keeps the whole pages it was given, but rereads a
+  // file's partly written last page, which is then served from here.
+  for (const auto& chunk : chunks) cache_.Put(chunk.chunk_id, std::make_shared<const std::string>(chunk.bytes));
   return Status::Ok();
 }
 
