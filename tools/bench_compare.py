@@ -51,6 +51,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPOOL = os.path.join(ROOT, "tools", "spool")
 BUILD = os.path.abspath(os.environ.get("SPOOL_BUILD") or os.path.join(ROOT, "build"))
 SPOOL_BENCH = os.path.join(BUILD, "tools", "bench", "spool-bench")
+# Raw output of the workloads and every daemon's log, kept after teardown.
+LOG_DIR = os.path.join(BUILD, "bench-compare-logs")
 
 SPOOL_DIR = "/tmp/cmp-spool"
 SPOOL_BASE_PORT = 7300
@@ -114,8 +116,11 @@ class SetupError(Exception):
     """A system could not be set up or measured; the message says why."""
 
 
+T0 = time.monotonic()
+
+
 def log(msg):
-    print("bench-compare: " + msg, flush=True)
+    print("bench-compare [%4.0fs] %s" % (time.monotonic() - T0, msg), flush=True)
 
 
 def run(cmd, timeout=120, check=True, **kwargs):
@@ -261,8 +266,19 @@ class System:
     """One row of the table. setup() returns the directory to benchmark;
     processes() lists (label, pid) of its daemons and mount; check() may
     return a note for the table (e.g. a copy count); teardown() must undo
-    whatever part of setup() ran, and may be called more than once."""
+    whatever part of setup() ran, and may be called more than once.
+    Daemons log into self.logs(), which outlives teardown."""
     name = ""
+
+    def slug(self):
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+    def logs(self):
+        return os.path.join(LOG_DIR, self.slug() + ".daemons")
+
+    def fresh_logs(self):
+        shutil.rmtree(self.logs(), ignore_errors=True)
+        os.makedirs(self.logs())
 
     def setup(self):
         raise NotImplementedError
@@ -283,13 +299,17 @@ class Spoolfs(System):
     def setup(self):
         if os.path.exists(os.path.join(SPOOL_DIR, "cluster.env")):
             self.teardown()
+        self.fresh_logs()
         fresh_dir(SPOOL_DIR)
         env = dict(os.environ, SPOOL_BUILD=BUILD)
-        run([SPOOL, "up", "--dir", SPOOL_DIR, "--bricks", "3", "--replicas", "3", "--base-port",
-             str(SPOOL_BASE_PORT), "--no-build"], timeout=120, env=env, start_new_session=True)
+        try:
+            run([SPOOL, "up", "--dir", SPOOL_DIR, "--bricks", "3", "--replicas", "3", "--base-port",
+                 str(SPOOL_BASE_PORT), "--no-build"], timeout=120, env=env, start_new_session=True)
+        except SetupError as e:
+            raise SetupError("%s (teardown keeps its logs in %s)" % (e, self.logs()))
         mount = os.path.join(SPOOL_DIR, "mnt")
         if not mounted(mount):
-            raise SetupError("spoolfs is not mounted at %s; see %s/mount.log" % (mount, SPOOL_DIR))
+            raise SetupError("spoolfs is not mounted at %s; see %s/mount.log" % (mount, self.logs()))
         return mount
 
     def processes(self):
@@ -307,6 +327,11 @@ class Spoolfs(System):
             subprocess.run([SPOOL, "down", "--dir", SPOOL_DIR], capture_output=True, timeout=120,
                            env=dict(os.environ, SPOOL_BUILD=BUILD))
         unmount(os.path.join(SPOOL_DIR, "mnt"))
+        if os.path.isdir(SPOOL_DIR):
+            os.makedirs(self.logs(), exist_ok=True)
+            for name in os.listdir(SPOOL_DIR):
+                if name.endswith(".log"):
+                    shutil.copy(os.path.join(SPOOL_DIR, name), self.logs())
         shutil.rmtree(SPOOL_DIR, ignore_errors=True)
 
 
@@ -342,15 +367,16 @@ class FusePassthrough(System):
         run(["gcc", "-O2", "-Wall", PASSTHROUGH_SOURCE, *flags, "-o", self.binary], timeout=120)
 
     def setup(self):
+        self.fresh_logs()
         self.compile()
         fresh_dir(self.source_dir)
         unmount(self.mount)
         fresh_dir(self.mount)
         self.proc = start_daemon([self.binary, "-f", "-o", "source=" + self.source_dir, self.mount],
-                                 os.path.join(LOCAL_DIR, "passthrough.log"))
+                                 os.path.join(self.logs(), "passthrough_ll.log"))
         wait_until(lambda: mounted(self.mount) or self.proc.poll() is not None, 15, "passthrough_ll mount")
         if not mounted(self.mount):
-            raise SetupError("passthrough_ll exited %s; see %s/passthrough.log" % (self.proc.poll(), LOCAL_DIR))
+            raise SetupError("passthrough_ll exited %s; see %s/passthrough_ll.log" % (self.proc.poll(), self.logs()))
         return self.mount
 
     def processes(self):
@@ -380,8 +406,8 @@ class GlusterFs(System):
         self.bricks = [os.path.join(GLUSTER_DIR, "bricks", "b%d" % i) for i in (1, 2, 3)]
 
     def cli(self, *args, timeout=120, check=True):
-        return run(["gluster", "--glusterd-sock=" + self.socket, "--mode=script", *args], timeout=timeout,
-                   check=check)
+        return run(["gluster", "--glusterd-sock=" + self.socket, "--log-file=" + os.path.join(self.logs(), "cli.log"),
+                    "--mode=script", *args], timeout=timeout, check=check)
 
     def write_glusterd_volfile(self, path):
         with open(path, "w") as f:
@@ -389,6 +415,7 @@ class GlusterFs(System):
     type mgmt/glusterd
     option working-directory {dir}/state
     option run-directory {dir}/run
+    option logging-directory {logs}
     option glusterd-sockfile {socket}
     option transport-type socket
     option transport.socket.bind-address {host}
@@ -399,7 +426,7 @@ class GlusterFs(System):
     option ping-timeout 0
     option event-threads 1
 end-volume
-""".format(dir=GLUSTER_DIR, socket=self.socket, host=GLUSTER_HOST))
+""".format(dir=GLUSTER_DIR, socket=self.socket, host=GLUSTER_HOST, logs=self.logs()))
 
     def setup(self):
         for tool in ("glusterd", "glusterfs", "gluster"):
@@ -407,19 +434,20 @@ end-volume
                 raise SetupError("%s not installed (tools/spool deps)" % tool)
         if tcp_listening(GLUSTER_HOST, 24007):
             raise SetupError("something already listens on %s:24007 (another glusterd?)" % GLUSTER_HOST)
+        self.fresh_logs()
         fresh_dir(GLUSTER_DIR)
-        for sub in ("state", "run", "log", "mnt", *self.bricks):
+        for sub in ("state", "run", "mnt", *self.bricks):
             os.makedirs(os.path.join(GLUSTER_DIR, sub), exist_ok=True)
         volfile = os.path.join(GLUSTER_DIR, "glusterd.vol")
         self.write_glusterd_volfile(volfile)
         self.glusterd = start_daemon(
             ["glusterd", "-N", "-f", volfile, "-p", os.path.join(GLUSTER_DIR, "glusterd.pid"),
-             "-l", os.path.join(GLUSTER_DIR, "log", "glusterd.log")],
-            os.path.join(GLUSTER_DIR, "log", "glusterd.out"))
+             "-l", os.path.join(self.logs(), "glusterd.log")],
+            os.path.join(self.logs(), "glusterd.out"))
         wait_until(lambda: self.glusterd.poll() is not None
                    or self.cli("peer", "status", timeout=10, check=False).returncode == 0, 30, "glusterd start")
         if self.glusterd.poll() is not None:
-            raise SetupError("glusterd exited %d; see %s/log/glusterd.log" % (self.glusterd.poll(), GLUSTER_DIR))
+            raise SetupError("glusterd exited %d; see %s/glusterd.log" % (self.glusterd.poll(), self.logs()))
         # force: the bricks are directories on the root filesystem, which the
         # CLI otherwise refuses.
         self.cli("volume", "create", GLUSTER_VOLUME, "replica", "3",
@@ -431,11 +459,11 @@ end-volume
         wait_until(self.read_daemon_pids, 60, "gluster bricks online")
         self.client = start_daemon(
             ["glusterfs", "-N", "--volfile-server=" + GLUSTER_HOST, "--volfile-id=" + GLUSTER_VOLUME,
-             "--log-file=" + os.path.join(GLUSTER_DIR, "log", "client.log"), self.mount],
-            os.path.join(GLUSTER_DIR, "log", "client.out"))
+             "--log-file=" + os.path.join(self.logs(), "client.log"), self.mount],
+            os.path.join(self.logs(), "client.out"))
         wait_until(lambda: mounted(self.mount) or self.client.poll() is not None, 30, "glusterfs mount")
         if not mounted(self.mount):
-            raise SetupError("glusterfs client exited; see %s/log/client.log" % GLUSTER_DIR)
+            raise SetupError("glusterfs client exited; see %s/client.log" % self.logs())
         return self.mount
 
     def read_daemon_pids(self):
@@ -525,6 +553,7 @@ class MooseFs(System):
         if os.path.exists("/var/run/netns/" + MOOSEFS_NETNS):
             raise SetupError("network namespace %s already exists (left by an earlier run? "
                              "'ip netns del %s')" % (MOOSEFS_NETNS, MOOSEFS_NETNS))
+        self.fresh_logs()
         fresh_dir(MOOSEFS_DIR)
         run(["ip", "netns", "add", MOOSEFS_NETNS])
         self.netns_created = True
@@ -547,13 +576,13 @@ class MooseFs(System):
             ("MATOCL_LISTEN_PORT", MOOSEFS_CLIENT_PORT),
         ])
         self.master = start_daemon(self.in_netns(["mfsmaster", "-f", "-c", os.path.join(master_dir, "mfsmaster.cfg"),
-                                                  "start"]), os.path.join(MOOSEFS_DIR, "master.log"))
+                                                  "start"]), os.path.join(self.logs(), "master.log"))
         # Chunkservers retry a refused connection only after 5 s: start them
         # once the master answers.
         wait_until(lambda: self.master.poll() is not None or self.mfscli("-SIN").returncode == 0, 30,
                    "mfsmaster start")
         if self.master.poll() is not None:
-            raise SetupError("mfsmaster exited; see %s/master.log" % MOOSEFS_DIR)
+            raise SetupError("mfsmaster exited; see %s/master.log" % self.logs())
 
         for i in (1, 2, 3):
             cs_dir = os.path.join(MOOSEFS_DIR, "cs%d" % i)
@@ -572,16 +601,16 @@ class MooseFs(System):
             ])
             self.chunkservers.append(start_daemon(
                 self.in_netns(["mfschunkserver", "-f", "-c", os.path.join(cs_dir, "mfschunkserver.cfg"), "start"]),
-                os.path.join(MOOSEFS_DIR, "cs%d.log" % i)))
+                os.path.join(self.logs(), "chunkserver%d.log" % i)))
         wait_until(lambda: self.chunkservers_connected() == 3, 60, "3 moosefs chunkservers registered")
 
         os.makedirs(self.mount)
         self.client = start_daemon(self.in_netns(["mfsmount", "-f", "-H", MOOSEFS_HOST, "-P",
                                                   str(MOOSEFS_CLIENT_PORT), self.mount]),
-                                   os.path.join(MOOSEFS_DIR, "mount.log"))
+                                   os.path.join(self.logs(), "mfsmount.log"))
         wait_until(lambda: mounted(self.mount) or self.client.poll() is not None, 30, "mfsmount")
         if not mounted(self.mount):
-            raise SetupError("mfsmount exited; see %s/mount.log" % MOOSEFS_DIR)
+            raise SetupError("mfsmount exited; see %s/mfsmount.log" % self.logs())
         run(self.in_netns(["mfssetgoal", "-r", "3", self.mount]))
         goal = run(self.in_netns(["mfsgetgoal", self.mount])).stdout.strip()
         if not goal.endswith(": 3"):
@@ -768,7 +797,8 @@ def render(rows, args, elapsed):
     lines.append("-" * len(header))
     for row in rows:
         if not row.rounds:
-            lines.append(row.name.ljust(name_w) + "failed: " + "; ".join(row.failures))
+            lines.append(row.name.ljust(name_w) + ("failed: " + "; ".join(row.failures) if row.failures
+                                                   else "not run (interrupted)"))
             continue
         mem = row.memory()
         line = row.name.ljust(name_w) + "".join(fmt(row.rate(k), 11) for k in PHASES) \
@@ -781,22 +811,28 @@ def render(rows, args, elapsed):
         if row.failures:
             lines.append(" " * name_w + "failed: " + "; ".join(row.failures))
     lines.append("")
-    spool = rows[0]
-    lines.append("spoolfs / system (above 1: spoolfs faster)")
-    header = "system".ljust(name_w) + "".join(h.rjust(11) for h in PHASE_HEADERS) + "  postmark/s"
-    lines.append(header)
-    lines.append("-" * len(header))
-    for row in rows[1:]:
+    spool = next((row for row in rows if row.name == Spoolfs.name), None)
+    ratio_rows = [row for row in rows if row is not spool] if spool and spool.rounds else []
+    if ratio_rows:
+        lines.append("spoolfs / system (above 1: spoolfs faster)")
+        header = "system".ljust(name_w) + "".join(h.rjust(11) for h in PHASE_HEADERS) + "  postmark/s"
+        lines.append(header)
+        lines.append("-" * len(header))
+    for row in ratio_rows:
         cells = []
         for k in keys:
             a, b = spool.rate(k), row.rate(k)
             cells.append(fmt(a / b if a and b else None, 11 if k != "postmark" else 12, 2))
         lines.append(row.name.ljust(name_w) + "".join(cells))
-    lines.append("")
+    if ratio_rows:
+        lines.append("")
     lines.append("peak memory (VmHWM, MiB, read just before teardown) of each daemon and mount")
     for row in rows:
         mem = row.memory()
-        detail = ", ".join("%s %.0f" % (label, mib) for label, mib in mem) if mem else "- (no daemons)"
+        if not row.rounds:
+            detail = "-"
+        else:
+            detail = ", ".join("%s %.0f" % (label, mib) for label, mib in mem) if mem else "- (no daemons)"
         lines.append("  " + row.name.ljust(name_w) + detail)
     notes = [(row.name, r.note) for row in rows for r in row.rounds if r.note]
     if notes:
@@ -805,25 +841,49 @@ def render(rows, args, elapsed):
         for name, note in notes:
             lines.append("  " + name.ljust(name_w) + note)
     lines.append("")
-    lines.append("")
+    if lines[-1]:
+        lines.append("")
     lines.append("seconds per system (setup, workloads, teardown; all rounds): " + ", ".join(
         "%s %.0f" % (row.name, row.seconds()) for row in rows if row.rounds))
     lines.append("CPU s/1k deliv: user+system CPU seconds of the system's daemons and mount during the deliver "
                  "phase, per 1,000 deliveries (local disk: kernel only, not counted)")
     lines.append("postmark/s: postmark's own figure; it times in whole seconds, so above ~1,000/s it is coarse")
-    lines.append("wall time %.0f s; raw output in %s" % (elapsed, args.log_dir))
+    lines.append("wall time %.0f s; raw output and daemon logs in %s" % (elapsed, LOG_DIR))
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- main
+
+class InterruptsDeferred:
+    """Holds Ctrl-C and SIGTERM back while a teardown runs, so that a second
+    Ctrl-C cannot leave a half-stopped system behind; raises
+    KeyboardInterrupt at the end if one came."""
+
+    def __enter__(self):
+        self.received = False
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self.hold)
+        return self
+
+    def hold(self, signum, frame):
+        self.received = True
+        log("tearing down first; please wait")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.received and exc[0] is None:
+            raise KeyboardInterrupt
+        return False
+
 
 def measure(system, args, round_no):
     """Sets up, measures and tears down one system; returns a RoundResult or
     raises SetupError. Teardown runs whatever happens."""
     result = RoundResult()
     started = time.monotonic()
-    slug = re.sub(r"[^a-z0-9]+", "-", system.name.lower()).strip("-")
-    log_path = os.path.join(args.log_dir, "%s.round%d.log" % (slug, round_no))
+    log_path = os.path.join(LOG_DIR, "%s.round%d.log" % (system.slug(), round_no))
     open(log_path, "w").close()
     try:
         log("round %d: %s: setting up" % (round_no, system.name))
@@ -845,7 +905,8 @@ def measure(system, args, round_no):
         return result
     finally:
         log("round %d: %s: tearing down" % (round_no, system.name))
-        system.teardown()
+        with InterruptsDeferred():
+            system.teardown()
         result.seconds = time.monotonic() - started
 
 
@@ -877,7 +938,7 @@ def parse_args():
                         help="rounds; even rounds run the systems in reverse order (default 1)")
     parser.add_argument("--only", default="",
                         help="comma-separated substrings: run only the systems whose name contains one "
-                             "(spoolfs always runs, as the baseline of the ratios)")
+                             "(the ratios need spoolfs among them)")
     parser.add_argument("--out", default=os.path.join(BUILD, "bench-compare.txt"),
                         help="where the table is saved too (default build/bench-compare.txt)")
     return parser.parse_args()
@@ -892,13 +953,14 @@ def main():
     stale = leftovers()
     if stale:
         sys.exit("bench-compare: leftovers of an earlier run, remove them first:\n  " + "\n  ".join(stale))
-    args.log_dir = os.path.join(BUILD, "bench-compare-logs")
-    os.makedirs(args.log_dir, exist_ok=True)
+    os.makedirs(LOG_DIR, exist_ok=True)
 
     systems = all_systems()
     if args.only:
         wanted = [w.strip().lower() for w in args.only.split(",") if w.strip()]
-        systems = [s for i, s in enumerate(systems) if i == 0 or any(w in s.name.lower() for w in wanted)]
+        systems = [s for s in systems if any(w in s.name.lower() for w in wanted)]
+        if not systems:
+            sys.exit("bench-compare: --only %s matches no system" % args.only)
     rows = {s.name: Row(s.name) for s in systems}
 
     # SIGTERM tears down like Ctrl-C does.
@@ -918,9 +980,10 @@ def main():
                 except SetupError as e:
                     log("round %d: %s: failed: %s" % (round_no, system.name, e))
                     row.failures.append("round %d: %s" % (round_no, e) if args.rounds > 1 else str(e))
-                except OSError as e:
-                    log("round %d: %s: failed: %s" % (round_no, system.name, e))
-                    row.failures.append(str(e))
+                except Exception as e:  # a bug or an OS error: this row fails, the others still run
+                    reason = "%s: %s" % (type(e).__name__, e)
+                    log("round %d: %s: failed: %s" % (round_no, system.name, reason))
+                    row.failures.append("round %d: %s" % (round_no, reason) if args.rounds > 1 else reason)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted; every system set up so far was torn down")
