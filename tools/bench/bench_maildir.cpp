@@ -6,6 +6,9 @@
 // new/), scan (list new/ and cur/ of every mailbox and stat every entry),
 // read (read every message and verify its checksum), flag (new/X ->
 // cur/X:2,S), expunge (unlink 30%). Ends by verifying every message.
+// --cpu-pids P,P,...: the CPU seconds (user+system) those processes (the
+// filesystem's daemons and mount) spent during the deliver phase, so that
+// tools/bench_compare.py can compare the cost of a delivery across systems.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,6 +21,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +41,7 @@ struct Params {
   int messages = 5000;
   uint64_t seed = 42;
   bool fsync = true;
+  std::vector<int> cpu_pids;
 };
 
 struct Message {
@@ -138,6 +143,43 @@ long ReadCrc(const std::string& path, uint32_t* crc) {
   return static_cast<long>(data.size());
 }
 
+// User+system CPU seconds of `pid` so far, from /proc/PID/stat (fields 14 and
+// 15, counted after the ')' that ends the command name, which may hold
+// spaces); -1 if the process is gone.
+double CpuSeconds(int pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return -1;
+  char buf[4096];
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* after_comm = std::strrchr(buf, ')');
+  if (!after_comm) return -1;
+  std::istringstream fields(after_comm + 2);  // field 3 (state) onwards
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// The CPU seconds of every pid in `pids`, index by index (-1: gone).
+std::vector<double> CpuSeconds(const std::vector<int>& pids) {
+  std::vector<double> out;
+  for (int pid : pids) out.push_back(CpuSeconds(pid));
+  return out;
+}
+
+std::vector<int> ParsePids(const std::string& list) {
+  std::vector<int> pids;
+  std::istringstream in(list);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) pids.push_back(std::stoi(item));
+  return pids;
+}
+
 }  // namespace
 
 int RunMaildir(int argc, char** argv) {
@@ -151,10 +193,11 @@ int RunMaildir(int argc, char** argv) {
     else if (a == "--messages") p.messages = std::stoi(next());
     else if (a == "--seed") p.seed = std::stoull(next());
     else if (a == "--no-fsync") p.fsync = false;
+    else if (a == "--cpu-pids") p.cpu_pids = ParsePids(next());
     else {
       std::fprintf(stderr,
                    "usage: spool-bench maildir --root DIR [--threads 8] [--mailboxes 50] [--messages 5000] "
-                   "[--seed 42] [--no-fsync]\n");
+                   "[--seed 42] [--no-fsync] [--cpu-pids PID,PID,...]\n");
       return 2;
     }
   }
@@ -190,6 +233,7 @@ int RunMaildir(int argc, char** argv) {
               total_bytes / 1024.0 / messages.size());
 
   std::vector<PhaseResult> results;
+  std::vector<double> cpu_before = CpuSeconds(p.cpu_pids);
   results.push_back(RunPhase("deliver", messages.size(), p.threads, [&](size_t i) -> long {
     auto& m = messages[i];
     std::string body = Body(m.size, m.seed);
@@ -199,7 +243,19 @@ int RunMaildir(int argc, char** argv) {
     if (n < 0 || ::rename(tmp.c_str(), (box(m) + "/new/" + m.name).c_str()) != 0) return -1;
     return n;
   }));
+  std::vector<double> cpu_after = CpuSeconds(p.cpu_pids);
   Print(results.back());
+  if (!p.cpu_pids.empty()) {
+    // A process that exited during the phase is left out and counted.
+    double cpu = 0;
+    int gone = 0;
+    for (size_t k = 0; k < p.cpu_pids.size(); ++k) {
+      if (cpu_before[k] < 0 || cpu_after[k] < 0) ++gone;
+      else cpu += cpu_after[k] - cpu_before[k];
+    }
+    std::printf("CPU deliver_s=%.2f pids=%zu gone=%d per_1000=%.3f\n", cpu, p.cpu_pids.size(), gone,
+                cpu * 1000.0 / static_cast<double>(messages.size()));
+  }
   results.push_back(RunPhase("scan", static_cast<size_t>(p.mailboxes), p.threads, [&](size_t i) -> long {
     long entries = 0;
     for (const char* sub : {"/new", "/cur"}) {
