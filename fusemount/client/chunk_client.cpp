@@ -235,6 +235,22 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
 Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk_id, uint32_t crc32c,
                                                                   uint32_t length) {
   if (auto cached = cache_.Get(chunk_id)) return cached;
+  auto payload = FetchFromCopies(chunk_id, crc32c, length, 0, 0);
+  if (!payload.ok()) return payload.status();
+  auto bytes = std::make_shared<const std::string>(std::move(*payload));
+  cache_.Put(chunk_id, bytes);
+  return bytes;
+}
+
+Result<std::string> ChunkClient::ReadRange(uint64_t chunk_id, uint32_t crc32c, uint32_t chunk_length,
+                                           uint32_t offset, uint32_t length) {
+  if (offset > chunk_length || length > chunk_length - offset) return Status::Error(EIO, "extent beyond its chunk");
+  if (auto cached = cache_.Get(chunk_id)) return cached->substr(offset, length);
+  return FetchFromCopies(chunk_id, crc32c, chunk_length, offset, length);
+}
+
+Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc32c, uint32_t length,
+                                                 uint32_t range_offset, uint32_t range_length) {
   auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
   auto backoff = std::chrono::milliseconds(50);
   Status last = Status::Error(EIO, "no copy of chunk " + std::to_string(chunk_id) + " could be read");
@@ -262,15 +278,15 @@ Result<std::shared_ptr<const std::string>> ChunkClient::ReadChunk(uint64_t chunk
       proto::GetChunkRequest request;
       request.set_pg(pg);
       request.set_chunk_id(chunk_id);
+      request.set_offset(range_offset);
+      request.set_length(range_length);
       std::string payload;
       proto::GetChunkReply reply;
       auto s = bricks_.Get(brick->address())
                    ->CallSync(Method::kGetChunk, request, &reply, {}, &payload, options_.rpc_timeout);
-      if (s.ok() && payload.size() == length && Crc32c(payload) == crc32c) {
-        auto bytes = std::make_shared<const std::string>(std::move(payload));
-        cache_.Put(chunk_id, bytes);
-        return bytes;
-      }
+      const bool intact = range_length != 0 ? payload.size() == range_length
+                                            : payload.size() == length && Crc32c(payload) == crc32c;
+      if (s.ok() && intact) return payload;
       if (s.ok() || s.code() == EBADMSG) {
         SPOOL_LOG_WARN("mount bad chunk copy chunk={} brick={} pg={} reason=\"{}\"", chunk_id, brick->id(), pg,
                        s.ok() ? "checksum mismatch" : s.message());

@@ -280,13 +280,15 @@ Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
 Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) {
   auto inode = FindOrAdd(ino);
   // Chunks are read without the inode lock; if a flush (ours, or the
-  // compactor's) moved buffered bytes into chunks meanwhile, the extents we
-  // used are older than those bytes and the buffer no longer has them: read
-  // again.
+  // compactor's) moved buffered bytes of this range into chunks meanwhile,
+  // the extents we used are older than those bytes and the buffer no longer
+  // has them: read again. Only then: a busy compactor must not starve the
+  // reads of a VM image, whose bytes it moves but never changes.
   bool retried_stale = false;
   for (;;) {
     std::vector<proto::Extent> extents;
     uint64_t generation;
+    bool buffered_in_range = false;
     size_t want = size;
     {
       std::lock_guard lock(inode->mu);
@@ -298,12 +300,14 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
       const uint64_t end = offset + want;
       for (const auto& e : inode->extents)
         if (e.file_offset() < end && e.file_offset() + e.length() > offset) extents.push_back(e);
+      for (const auto& [doff, bytes] : inode->dirty)
+        buffered_in_range |= doff < end && doff + bytes.size() > offset;
     }
     std::string out(want, '\0');
     const uint64_t end = offset + want;
     auto filled = FillFromExtents(ino, extents, offset, out);
     std::lock_guard lock(inode->mu);
-    if (inode->flushes != generation) continue;
+    if (buffered_in_range && inode->flushes != generation) continue;
     if (!filled.ok()) {
       if (retried_stale) return filled;
       // A chunk we were pointed at may be gone because another mount (or
@@ -330,12 +334,25 @@ Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>
     uint64_t from = std::max<uint64_t>(offset, e.file_offset());
     uint64_t to = std::min<uint64_t>(end, e.file_offset() + e.length());
     if (from >= to) continue;
+    uint64_t in_chunk = e.chunk_offset() + (from - e.file_offset());
+    if (in_chunk + (to - from) > e.chunk_length()) return Status::Error(EIO, "extent beyond its chunk");
+    // A small piece of a large chunk (random reads of a VM image) is read
+    // alone; anything else whole, through the cache, as mail is read.
+    if (e.chunk_length() > kWholeChunkReadBytes && (to - from) * 8 <= e.chunk_length()) {
+      auto range = chunks_.ReadRange(e.chunk_id(), e.chunk_crc32c(), e.chunk_length(),
+                                     static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(to - from));
+      if (!range.ok()) {
+        SPOOL_LOG_ERROR("mount read failed ino={} chunk={} error=\"{}\"", ino, e.chunk_id(), range.status().ToString());
+        return range.status();
+      }
+      std::memcpy(out.data() + (from - offset), range->data(), to - from);
+      continue;
+    }
     auto chunk = chunks_.ReadChunk(e.chunk_id(), e.chunk_crc32c(), e.chunk_length());
     if (!chunk.ok()) {
       SPOOL_LOG_ERROR("mount read failed ino={} chunk={} error=\"{}\"", ino, e.chunk_id(), chunk.status().ToString());
       return chunk.status();
     }
-    uint64_t in_chunk = e.chunk_offset() + (from - e.file_offset());
     if (in_chunk + (to - from) > (*chunk)->size()) return Status::Error(EIO, "extent beyond its chunk");
     std::memcpy(out.data() + (from - offset), (*chunk)->data() + in_chunk, to - from);
   }
@@ -363,17 +380,19 @@ void FileStore::CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t,
 
 Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
   auto inode = Find(ino);
-  if (!inode) return false;
-  std::lock_guard lock(inode->mu);
-  if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
-  inode->extents_valid = false;
-  if (auto s = LoadExtentsLocked(ino, *inode); !s.ok()) return s;
+  if (!inode) return true;  // closed meanwhile: left as it is
+  // Read, put and commit without the inode lock: the guest's reads and
+  // writes of the image go on meanwhile. The commit is refused if the file
+  // changed since these extents (a flush of ours included), and then
+  // nothing is lost: the slot is compacted again after its next pieces.
+  auto current = meta_.GetExtents(ino);
+  if (!current.ok()) return current.status();
   const uint64_t slot_start = slot * kSlotBytes, slot_end = slot_start + kSlotBytes;
   // Contiguous runs of extents in the slot; holes stay holes.
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // [start, end)
   std::vector<proto::Extent> in_slot;
   size_t pieces = 0;
-  for (const auto& e : inode->extents) {
+  for (const auto& e : current->extents()) {
     if (e.file_offset() >= slot_end || e.file_offset() + e.length() <= slot_start) continue;
     in_slot.push_back(e);
     ++pieces;
@@ -389,14 +408,17 @@ Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
     if (auto s = FillFromExtents(ino, in_slot, start, bytes); !s.ok()) return s;
     ranges.emplace(start, std::move(bytes));
   }
-  // Committed only if nobody changed the file since we read it; the
-  // chunks of a refused attempt are reclaimed with our session's unused ids.
-  // The bytes do not change, so neither does the modification time.
-  auto attr = PutAndCommit(ino, ranges, /*append=*/false, inode->version, inode->mtime_ns);
-  inode->extents_valid = false;
-  ++inode->flushes;  // readers holding the old extents read again
+  // The chunks of a refused attempt are reclaimed with our session's unused
+  // ids. The bytes do not change, so neither does the modification time.
+  auto attr = PutAndCommit(ino, ranges, /*append=*/false, current->attr().version(), current->attr().mtime_ns());
   if (attr.status().code() == ESTALE) return false;
   if (!attr.ok()) return attr.status();
+  {
+    // Readers holding the old extents may find their chunks deleted, and
+    // then read again with fresh ones.
+    std::lock_guard lock(inode->mu);
+    inode->extents_valid = false;
+  }
   slots_compacted_++;
   return true;
 }
@@ -430,6 +452,16 @@ void FileStore::CompactorLoop() {
     if (!done.ok())
       SPOOL_LOG_WARN("mount compaction failed ino={} slot={} error=\"{}\"", job.first, job.second,
                      done.status().ToString());
+    // Refused because the file changed while we read it (the guest is still
+    // writing): again a little later, a few times, while the file is open.
+    const bool refused = done.ok() && !*done && Find(job.first) != nullptr;
+    std::unique_lock lock(compact_mu_);
+    if (refused && ++compact_retries_[job] <= kCompactRetries) {
+      compact_cv_.wait_for(lock, kCompactRetryPause, [&] { return compactor_stopping_; });
+      compact_queue_.insert(job);
+    } else {
+      compact_retries_.erase(job);
+    }
   }
 }
 

@@ -127,9 +127,12 @@ class FileStore {
   std::mutex cached_versions_mu_;  // guards cached_versions_
   std::unordered_map<uint64_t, uint64_t> cached_versions_;  // ino -> version the kernel's pages hold
 
-  std::mutex compact_mu_;  // guards the three below
+  std::mutex compact_mu_;  // guards the four below
   std::condition_variable compact_cv_;
   std::set<std::pair<uint64_t, uint64_t>> compact_queue_;  // (ino, slot)
+  std::map<std::pair<uint64_t, uint64_t>, int> compact_retries_;  // refused attempts per queued slot
+  static constexpr int kCompactRetries = 20;
+  static constexpr std::chrono::milliseconds kCompactRetryPause{100};
   bool compactor_stopping_ = false;
   std::thread compactor_;
   std::atomic<uint64_t> slots_compacted_{0};

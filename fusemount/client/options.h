@@ -40,5 +40,8 @@ struct MountOptions {
 // ever crosses a slot boundary.
 constexpr uint64_t kSlotBytes = 1u << 20;
 constexpr uint32_t kMaxChunkBytes = 1u << 20;
+// Chunks up to this size are always read whole (and cached); from larger
+// ones a read of an eighth or less fetches just its range.
+constexpr uint32_t kWholeChunkReadBytes = 128u << 10;
 
 }  // namespace spool::client

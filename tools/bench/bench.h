@@ -12,6 +12,7 @@ int RunMeta(int argc, char** argv);     // metadata service mutations and readdi
 int RunMaildir(int argc, char** argv);  // maildir workload on any directory
 int RunRebuild(int argc, char** argv);  // rebuild of a wiped brick vs rsync
 int RunRebalance(int argc, char** argv);  // add two bricks, drain one, vs rsync
+int RunVmImage(int argc, char** argv);   // random 4 KiB direct I/O on a VM image
 
 // The p-quantile (0..1) of sorted values; 0 for none.
 inline double Percentile(const std::vector<double>& sorted, double p) {

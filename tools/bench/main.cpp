@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
       {"maildir", spool::bench::RunMaildir, "maildir deliver/scan/read/flag/expunge on --root DIR"},
       {"rebuild", spool::bench::RunRebuild, "rebuild a wiped brick of a 3-brick cluster vs rsync"},
       {"rebalance", spool::bench::RunRebalance, "add two bricks, drain one, under load, vs rsync"},
+      {"vmimage", spool::bench::RunVmImage, "random 4 KiB direct writes/reads on a VM image on --root DIR"},
   };
   if (argc >= 2) {
     for (auto& s : subs)
