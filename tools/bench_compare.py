@@ -269,6 +269,7 @@ class System:
     whatever part of setup() ran, and may be called more than once.
     Daemons log into self.logs(), which outlives teardown."""
     name = ""
+    vmimage = False  # also runs spool-bench vmimage (issue 10)
 
     def slug(self):
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
@@ -295,6 +296,7 @@ class System:
 
 class Spoolfs(System):
     name = "spoolfs 3 bricks, 3 copies"
+    vmimage = True
 
     def setup(self):
         if os.path.exists(os.path.join(SPOOL_DIR, "cluster.env")):
@@ -337,6 +339,7 @@ class Spoolfs(System):
 
 class LocalDisk(System):
     name = "local disk"
+    vmimage = True
 
     def setup(self):
         path = os.path.join(LOCAL_DIR, "disk")
@@ -398,6 +401,7 @@ class GlusterFs(System):
     def __init__(self, tuned):
         self.tuned = tuned
         self.name = "glusterfs replica 3" + (" small-file tuned" if tuned else "")
+        self.vmimage = not tuned
         self.glusterd = None
         self.client = None
         self.daemon_pids = []  # (label, pid) of bricks and self-heal daemon
@@ -739,11 +743,28 @@ def run_postmark(mount, log_path, result):
     result.rates["postmark"] = float(found.group(1))
 
 
-def run_vmimage(mount, args, log_path, result):
-    """ISSUE 10 HOOK: where a `spool-bench vmimage --root MOUNT` row would
-    run on each system, between maildir and postmark. Not implemented here;
-    fill in result.rates["vmimage..."] and add its columns to the table."""
-    return
+def run_vmimage(system, mount, args, log_path, result):
+    """Issue 10: `spool-bench vmimage` (a VM image's random 4 KiB direct I/O)
+    on the systems that host VM images here: spoolfs, the local disk and
+    GlusterFS replica 3 (untuned)."""
+    if not system.vmimage or args.vm_seconds <= 0:
+        return
+    cmd = [SPOOL_BENCH, "vmimage", "--root", mount, "--size-mib", str(args.vm_size_mib), "--seconds",
+           str(args.vm_seconds)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200 + args.vm_size_mib)
+    except subprocess.TimeoutExpired:
+        raise SetupError("spool-bench vmimage timed out")
+    with open(log_path, "a") as f:
+        f.write("$ %s\n%s%s\n" % (" ".join(cmd), proc.stdout, proc.stderr))
+    found = re.search(r"^RESULT (.*)$", proc.stdout, re.M)
+    if not found or proc.returncode != 0:
+        result.errors.append("vmimage exited %d: %s" % (proc.returncode, " / ".join(
+            (proc.stderr or proc.stdout).strip().splitlines()[-2:])))
+    if found:
+        for item in found.group(1).split():
+            key, value = item.split("=")
+            result.rates[key] = float(value)
 
 
 # ---------------------------------------------------------------- the table
@@ -826,6 +847,21 @@ def render(rows, args, elapsed):
         lines.append(row.name.ljust(name_w) + "".join(cells))
     if ratio_rows:
         lines.append("")
+    vm_rows = [row for row in rows if row.rounds and row.rate("vm_randwrite") is not None]
+    if vm_rows:
+        lines.append("VM image: spool-bench vmimage, %d MiB image, random 4 KiB O_DIRECT, 16 in flight, %d s each "
+                     "(writes end with an fdatasync)" % (args.vm_size_mib, args.vm_seconds))
+        header = "system".ljust(name_w) + "randwrite IOPS".rjust(16) + "randread IOPS".rjust(15) \
+            + "spoolfs/system w".rjust(18) + "r".rjust(7)
+        lines.append(header)
+        lines.append("-" * len(header))
+        for row in vm_rows:
+            cells = [fmt(row.rate("vm_randwrite"), 16), fmt(row.rate("vm_randread"), 15)]
+            if spool and spool.rounds and row is not spool and spool.rate("vm_randwrite") is not None:
+                cells.append(fmt(spool.rate("vm_randwrite") / row.rate("vm_randwrite"), 18, 2))
+                cells.append(fmt(spool.rate("vm_randread") / row.rate("vm_randread"), 7, 2))
+            lines.append(row.name.ljust(name_w) + "".join(cells))
+        lines.append("")
     lines.append("peak memory (VmHWM, MiB, read just before teardown) of each daemon and mount")
     for row in rows:
         mem = row.memory()
@@ -891,7 +927,8 @@ def measure(system, args, round_no):
         pids = system.processes()
         log("round %d: %s: maildir on %s" % (round_no, system.name, mount))
         run_maildir(mount, args, pids, log_path, result)
-        run_vmimage(mount, args, log_path, result)
+        log("round %d: %s: vmimage" % (round_no, system.name)) if system.vmimage else None
+        run_vmimage(system, mount, args, log_path, result)
         log("round %d: %s: postmark" % (round_no, system.name))
         run_postmark(mount, log_path, result)
         result.note = system.check(mount)
@@ -939,6 +976,10 @@ def parse_args():
     parser.add_argument("--only", default="",
                         help="comma-separated substrings: run only the systems whose name contains one "
                              "(the ratios need spoolfs among them)")
+    parser.add_argument("--vm-size-mib", type=int, default=1024,
+                        help="spool-bench vmimage image size on spoolfs, local disk, GlusterFS (default 1024)")
+    parser.add_argument("--vm-seconds", type=int, default=20,
+                        help="seconds of random writes and of random reads each; 0 = no vmimage (default 20)")
     parser.add_argument("--out", default=os.path.join(BUILD, "bench-compare.txt"),
                         help="where the table is saved too (default build/bench-compare.txt)")
     return parser.parse_args()
