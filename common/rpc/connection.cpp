@@ -1,8 +1,5 @@
 #include "common/rpc/connection.h"
 
-#include <sys/socket.h>
-#include <sys/uio.h>
-
 #include <atomic>
 
 #include "common/bytes.h"
@@ -185,49 +182,14 @@ void Connection::SendRaw(uint16_t method, uint16_t flags, int32_t status, uint64
   OutFrame out;
   out.prefix = EncodeFramePrefix(method, flags, status, request_id, header, payload.size());
   out.payload = std::move(payload);
-  std::lock_guard lock(send_mu_);
-  if (closed_) return;
-  if (!writing_ && out_.empty()) {
-    asio::error_code ec;
-    if (!WriteNow(out, ec)) {
-      asio::post(strand_, [self = shared_from_this(), ec] {
-        self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));
-      });
-      return;
-    }
-    if (out.prefix.empty() && out.payload.empty()) return;
-    // The socket buffer is full: the rest goes out from the strand.
-    out_.push_back(std::move(out));
-    writing_ = true;
-    asio::post(strand_, [self = shared_from_this()] { self->StartWrite(); });
-    return;
-  }
-  out_.push_back(std::move(out));
-}
-
-bool Connection::WriteNow(OutFrame& out, asio::error_code& ec) {
-  while (!out.prefix.empty() || !out.payload.empty()) {
-    iovec iov[2] = {{out.prefix.data(), out.prefix.size()}, {out.payload.data(), out.payload.size()}};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-    ssize_t n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-      ec = asio::error_code(errno, asio::system_category());
-      return false;
-    }
-    size_t sent = static_cast<size_t>(n);
-    size_t from_prefix = std::min(sent, out.prefix.size());
-    out.prefix.erase(0, from_prefix);
-    out.payload.erase(0, sent - from_prefix);
-  }
-  return true;
+  asio::post(strand_, [self = shared_from_this(), out = std::move(out)]() mutable {
+    if (self->closed_) return;
+    self->out_.push_back(std::move(out));
+    if (!self->writing_) self->StartWrite();
+  });
 }
 
 void Connection::StartWrite() {
-  std::lock_guard lock(send_mu_);
   if (out_.empty() || closed_) {
     writing_ = false;
     return;
@@ -240,16 +202,13 @@ void Connection::StartWrite() {
                       if (ec) {
                         self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));
                       }
-                      {
-                        std::lock_guard lock(self->send_mu_);
-                        if (self->closed_) {
-                          // CloseOnStrand kept the frame being written alive for us.
-                          self->out_.clear();
-                          self->writing_ = false;
-                          return;
-                        }
-                        self->out_.pop_front();
+                      if (self->closed_) {
+                        // CloseOnStrand kept the frame being written alive for us.
+                        self->out_.clear();
+                        self->writing_ = false;
+                        return;
                       }
+                      self->out_.pop_front();
                       self->StartWrite();
                     }));
 }
@@ -259,22 +218,18 @@ void Connection::Close(const Status& why) {
 }
 
 void Connection::CloseOnStrand(const Status& why) {
-  {
-    // Under send_mu_: a sender may be writing to the socket's descriptor.
-    std::lock_guard lock(send_mu_);
-    if (closed_) return;
-    closed_ = true;
-    asio::error_code ec;
-    handshake_timer_.cancel();
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-    socket_.close(ec);
-    // A write in flight still refers to the front frame's buffers; its
-    // completion handler releases it.
-    if (writing_)
-      out_.erase(out_.begin() + 1, out_.end());
-    else
-      out_.clear();
-  }
+  if (closed_) return;
+  closed_ = true;
+  asio::error_code ec;
+  handshake_timer_.cancel();
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  // A write in flight still refers to the front frame's buffers; its
+  // completion handler releases it.
+  if (writing_)
+    out_.erase(out_.begin() + 1, out_.end());
+  else
+    out_.clear();
   // A peer going away normally is not news; anything else is one log line.
   if (why.code() != ECONNRESET || !handshaken_)
     SPOOL_LOG_INFO("{} connection closed peer={} reason=\"{}\"", component_, peer_, why.ToString());

@@ -2,8 +2,8 @@
 //
 // A Connection runs the handshake (HMAC-SHA256 challenge-response over the
 // cluster key, both directions), then delivers every frame it reads to a
-// callback and sends frames from any thread. Reading and closing run on the
-// connection's strand; a send writes directly when the socket is idle.
+// callback and sends frames queued from any thread. All socket work runs on
+// the connection's strand.
 #pragma once
 
 #include <google/protobuf/message_lite.h>
@@ -12,7 +12,6 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "common/cluster_key.h"
@@ -59,9 +58,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<void> RunServer(std::shared_ptr<Connection> keep_alive);
   asio::awaitable<void> RunClient(std::shared_ptr<Connection> keep_alive, ReadyHandler on_ready);
   asio::awaitable<void> ReadLoop();
-  // Writes as much of `out` as the socket takes now without blocking;
-  // false on a socket error. REQUIRES: send_mu_, nothing in flight.
-  bool WriteNow(OutFrame& out, asio::error_code& ec);
   void StartWrite();  // on strand
   void CloseOnStrand(const Status& why);
   void ArmHandshakeTimer();
@@ -75,15 +71,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const uint64_t id_;
   FrameHandler on_frame_;
   CloseHandler on_close_;
-  // Guards out_, writing_, closed_ (written on the strand, read by senders)
-  // and the socket's send side: a sender on any thread writes straight to
-  // the socket when nothing is queued, which saves waking an io thread per
-  // frame; what does not fit goes out from the strand, in order.
-  std::mutex send_mu_;
+  // Guarded by strand_.
   std::deque<OutFrame> out_;
-  bool writing_ = false;  // an async_write of out_.front() is in flight
+  bool writing_ = false;
   bool closed_ = false;
-  bool handshaken_ = false;  // strand only
+  bool handshaken_ = false;
 };
 
 // Parses a host:port string ("127.0.0.1:7000", "[::1]:7000").
