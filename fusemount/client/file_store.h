@@ -64,8 +64,9 @@ class FileStore {
   // it overwrote are freed. Starts/stops the background thread.
   void StartCompactor();
   void StopCompactor();
-  // Compacts the slot now (what the background thread does); false if
-  // another mount changed the file meanwhile (nothing is committed then).
+  // Compacts the slot now (what the background thread does); false if the
+  // file changed meanwhile, on any mount (nothing is committed then). A file
+  // no longer open here is left as it is.
   Result<bool> CompactSlot(uint64_t ino, uint64_t slot);
   uint64_t slots_compacted() const { return slots_compacted_.load(); }
   ~FileStore();

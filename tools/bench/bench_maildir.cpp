@@ -143,30 +143,8 @@ long ReadCrc(const std::string& path, uint32_t* crc) {
   return static_cast<long>(data.size());
 }
 
-// User+system CPU seconds of `pid` so far, from /proc/PID/stat (fields 14 and
-// 15, counted after the ')' that ends the command name, which may hold
-// spaces); -1 if the process is gone.
-double CpuSeconds(int pid) {
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (!f) return -1;
-  char buf[4096];
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* after_comm = std::strrchr(buf, ')');
-  if (!after_comm) return -1;
-  std::istringstream fields(after_comm + 2);  // field 3 (state) onwards
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
 // The CPU seconds of every pid in `pids`, index by index (-1: gone).
-std::vector<double> CpuSeconds(const std::vector<int>& pids) {
+std::vector<double> CpuSecondsOf(const std::vector<int>& pids) {
   std::vector<double> out;
   for (int pid : pids) out.push_back(CpuSeconds(pid));
   return out;
@@ -233,7 +211,7 @@ int RunMaildir(int argc, char** argv) {
               total_bytes / 1024.0 / messages.size());
 
   std::vector<PhaseResult> results;
-  std::vector<double> cpu_before = CpuSeconds(p.cpu_pids);
+  std::vector<double> cpu_before = CpuSecondsOf(p.cpu_pids);
   results.push_back(RunPhase("deliver", messages.size(), p.threads, [&](size_t i) -> long {
     auto& m = messages[i];
     std::string body = Body(m.size, m.seed);
@@ -243,7 +221,7 @@ int RunMaildir(int argc, char** argv) {
     if (n < 0 || ::rename(tmp.c_str(), (box(m) + "/new/" + m.name).c_str()) != 0) return -1;
     return n;
   }));
-  std::vector<double> cpu_after = CpuSeconds(p.cpu_pids);
+  std::vector<double> cpu_after = CpuSecondsOf(p.cpu_pids);
   Print(results.back());
   if (!p.cpu_pids.empty()) {
     // A process that exited during the phase is left out and counted.

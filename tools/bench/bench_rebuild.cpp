@@ -78,23 +78,6 @@ uint64_t PeakRssKiB(pid_t pid) {
   return 0;
 }
 
-// CPU seconds (user + system) a process has used so far, or 0.
-double CpuSeconds(pid_t pid) {
-  if (pid <= 0) return 0;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string f;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::strtoull(f.c_str(), nullptr, 10);
-    if (i == 15) stime = std::strtoull(f.c_str(), nullptr, 10);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 // CPU seconds the whole machine spent busy (not idle or waiting for I/O) so far.
 double MachineBusySeconds() {
   std::ifstream in("/proc/stat");
