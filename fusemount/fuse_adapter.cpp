@@ -54,8 +54,9 @@ unsigned AppendsDirectly(const fuse_file_info* fi) { return (fi->flags & O_APPEN
 
 }  // namespace
 
-FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view)
-    : options_(options), meta_(meta), files_(files), view_(view) {}
+FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view,
+                         fuse_session* session)
+    : options_(options), meta_(meta), files_(files), view_(view), session_(session) {}
 
 struct stat FuseAdapter::StatOf(const proto::Attr& attr) const {
   struct stat st {};
@@ -489,6 +490,30 @@ Status FuseAdapter::Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool floc
   }
 }
 
+Status FuseAdapter::LockCoherently(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type,
+                                   uint64_t start, uint64_t end, bool wait, uint32_t pid) {
+  if (type == F_UNLCK) {
+    // The next holder, maybe on another host, must find our writes at meta.
+    if (auto s = files_.Flush(ino); !s.ok()) return s;
+    return Lock(req, ino, owner, flock, type, start, end, wait, pid);
+  }
+  auto s = Lock(req, ino, owner, flock, type, start, end, wait, pid);
+  if (!s.ok()) return s;
+  auto stale = files_.RevalidateForLock(ino);
+  if (!stale.ok()) {
+    SPOOL_LOG_WARN("mount cannot revalidate a locked file ino={} error=\"{}\"", ino, stale.status().ToString());
+    // The lock is held but its file may look old: drop every cached byte.
+    files_.Invalidate(ino);
+    stale = true;
+  }
+  // Attributes always (size and times may come from before the lock);
+  // pages only if they do not hold meta's current version.
+  int rc = fuse_lowlevel_notify_inval_inode(session_, ino, *stale ? 0 : -1, 0);
+  if (rc != 0 && rc != -ENOENT)
+    SPOOL_LOG_WARN("mount cannot drop caches of a locked file ino={} error={}", ino, std::strerror(-rc));
+  return Status::Ok();
+}
+
 void FuseAdapter::GetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
   proto::LockRequest request;
   request.set_ino(ino);
@@ -513,8 +538,8 @@ void FuseAdapter::GetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, stru
 void FuseAdapter::SetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, int sleep) {
   uint64_t start = static_cast<uint64_t>(lock->l_start);
   uint64_t end = lock->l_len == 0 ? UINT64_MAX : static_cast<uint64_t>(lock->l_start + lock->l_len - 1);
-  auto s = Lock(req, ino, fi->lock_owner, false, static_cast<uint32_t>(lock->l_type), start, end, sleep != 0,
-                static_cast<uint32_t>(lock->l_pid));
+  auto s = LockCoherently(req, ino, fi->lock_owner, false, static_cast<uint32_t>(lock->l_type), start, end,
+                          sleep != 0, static_cast<uint32_t>(lock->l_pid));
   if (s.ok() && lock->l_type != F_UNLCK)
     if (auto* file = reinterpret_cast<OpenFile*>(fi->fh)) {
       file->posix_locked = true;
@@ -526,7 +551,7 @@ void FuseAdapter::SetLk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, stru
 
 void FuseAdapter::Flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
   uint32_t type = (op & LOCK_UN) ? F_UNLCK : (op & LOCK_EX) ? F_WRLCK : F_RDLCK;
-  auto s = Lock(req, ino, fi->lock_owner, true, type, 0, UINT64_MAX, !(op & LOCK_NB), 0);
+  auto s = LockCoherently(req, ino, fi->lock_owner, true, type, 0, UINT64_MAX, !(op & LOCK_NB), 0);
   if (s.ok())
     if (auto* file = reinterpret_cast<OpenFile*>(fi->fh)) file->flocked = type != F_UNLCK;
   ReplyStatus(req, s.code() == EAGAIN ? Status::Error(EWOULDBLOCK, s.message()) : s);

@@ -32,7 +32,9 @@ struct DirListing {
 
 class FuseAdapter {
  public:
-  FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view);
+  // `session` receives the invalidations a granted lock needs.
+  FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view,
+              fuse_session* session);
 
   // The operation table; its userdata must be this adapter.
   static const fuse_lowlevel_ops& Operations();
@@ -81,11 +83,17 @@ class FuseAdapter {
   struct stat StatOf(const proto::Attr& attr) const;
   Status Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start, uint64_t end,
               bool wait, uint32_t pid);
+  // Locks are how programs on several hosts take turns on one file (Dovecot's
+  // index log): what one wrote before unlocking must be what the next one
+  // reads after locking, without waiting for meta's invalidations.
+  Status LockCoherently(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start,
+                        uint64_t end, bool wait, uint32_t pid);
 
   MountOptions options_;
   MetaClient& meta_;
   FileStore& files_;
   ClusterView& view_;
+  fuse_session* const session_;
 };
 
 }  // namespace spool::client

@@ -245,7 +245,7 @@ int RunMount(const MountCommand& command) {
   files = std::make_unique<FileStore>(options, *meta, *chunks);
   files->StartCompactor();
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
-  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view);
+  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view, se);
   Invalidator invalidator(se, *meta, *files);
   if (options.invalidations) invalidator.Start();
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,

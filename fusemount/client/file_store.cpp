@@ -242,6 +242,17 @@ void FileStore::Invalidate(uint64_t ino) {
   if (auto inode = Find(ino)) inode->changed_elsewhere = true;
 }
 
+Result<bool> FileStore::RevalidateForLock(uint64_t ino) {
+  auto attr = meta_.GetAttr(ino);
+  if (!attr.ok()) return attr.status();
+  if (auto inode = Find(ino)) inode->changed_elsewhere = true;
+  std::lock_guard lock(cached_versions_mu_);
+  auto it = cached_versions_.find(ino);
+  if (it != cached_versions_.end() && it->second == attr->version()) return false;
+  if (it != cached_versions_.end()) cached_versions_.erase(it);
+  return true;
+}
+
 void FileStore::Forget(uint64_t ino) { ForgetCachedVersion(ino); }
 
 void FileStore::NoteOwnChange(uint64_t ino, uint64_t new_version) {

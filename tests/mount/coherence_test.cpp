@@ -322,6 +322,56 @@ TEST_F(Coherence, FcntlOfdAndFlockLocksHoldAcrossMounts) {
   ::close(fd);
 }
 
+// Dovecot's index log on two hosts: each keeps the log open, takes turns
+// under an fcntl lock, and appends after the size fstat shows it. Mount C
+// hears of no change from meta, so only the lock can tell it that mount A
+// appended: its size and pages must be right from the moment it holds the
+// lock, or it writes over A's records.
+TEST_F(Coherence, ALockHolderSeesEverythingThePreviousHolderWrote) {
+  auto [a, b] = Dir();
+  const std::string c = c_ + a.substr(a_.size());
+  WriteAll(a + "/index.log", "header\n");
+  int fds[2] = {::open((a + "/index.log").c_str(), O_RDWR), ::open((c + "/index.log").c_str(), O_RDWR)};
+  ASSERT_GE(fds[0], 0);
+  ASSERT_GE(fds[1], 0);
+  std::string expected = "header\n";
+  for (int round = 0; round < 16; ++round) {
+    const int fd = fds[round % 2];
+    const char* via = round % 2 == 0 ? "A" : "C";
+    auto lock = Range(F_WRLCK, 0, 0);
+    ASSERT_EQ(::fcntl(fd, F_SETLKW, &lock), 0);
+    struct stat st;
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    EXPECT_EQ(st.st_size, static_cast<off_t>(expected.size())) << "round " << round << " on mount " << via;
+    std::string seen(expected.size(), '\0');
+    ASSERT_EQ(::pread(fd, seen.data(), seen.size(), 0), static_cast<ssize_t>(seen.size()));
+    EXPECT_TRUE(seen == expected) << "round " << round << " on mount " << via << " read stale bytes";
+    // Records of uneven length, so that appends end inside pages either mount holds.
+    const std::string record = "round " + std::to_string(round) + " " + std::string(100 + round * 37, via[0]) + "\n";
+    ASSERT_EQ(::pwrite(fd, record.data(), record.size(), st.st_size), static_cast<ssize_t>(record.size()));
+    expected.resize(static_cast<size_t>(st.st_size));
+    expected += record;
+    lock.l_type = F_UNLCK;
+    ASSERT_EQ(::fcntl(fd, F_SETLK, &lock), 0);
+  }
+  // flock() takes turns the same way.
+  for (int round = 0; round < 4; ++round) {
+    const int fd = fds[round % 2];
+    ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+    struct stat st;
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    EXPECT_EQ(st.st_size, static_cast<off_t>(expected.size())) << "flock round " << round;
+    const std::string record = "flock " + std::to_string(round) + "\n";
+    ASSERT_EQ(::pwrite(fd, record.data(), record.size(), st.st_size), static_cast<ssize_t>(record.size()));
+    expected.resize(static_cast<size_t>(st.st_size));
+    expected += record;
+    ASSERT_EQ(::flock(fd, LOCK_UN), 0);
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_TRUE(ReadAll(b + "/index.log") == expected);
+}
+
 TEST_F(Coherence, LocksOfAKilledMountAreReleasedWhenItsSessionExpires) {
   auto [a, b] = Dir();
   WriteAll(a + "/index", "index");
