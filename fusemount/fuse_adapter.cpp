@@ -52,11 +52,15 @@ constexpr uint32_t kReaddirBatch = 1024;
 // max_write bytes arrives whole and meta places it whole.
 unsigned AppendsDirectly(const fuse_file_info* fi) { return (fi->flags & O_APPEND) ? 1 : 0; }
 
+// How long a granted lock waits for meta's invalidations before it is
+// returned anyway (they normally arrive within milliseconds).
+constexpr std::chrono::milliseconds kLockWatchLimit{2000};
+
 }  // namespace
 
 FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view,
-                         fuse_session* session)
-    : options_(options), meta_(meta), files_(files), view_(view), session_(session) {}
+                         fuse_session* session, Invalidator& watch)
+    : options_(options), meta_(meta), files_(files), view_(view), session_(session), watch_(watch) {}
 
 struct stat FuseAdapter::StatOf(const proto::Attr& attr) const {
   struct stat st {};
@@ -466,7 +470,7 @@ void FuseAdapter::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) 
 }
 
 Status FuseAdapter::Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start,
-                         uint64_t end, bool wait, uint32_t pid) {
+                         uint64_t end, bool wait, uint32_t pid, proto::LockReply* granted) {
   proto::LockRequest request;
   request.set_ino(ino);
   request.set_session_id(meta_.session_id());
@@ -481,8 +485,9 @@ Status FuseAdapter::Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool floc
   auto backoff = std::chrono::milliseconds(5);
   for (;;) {
     request.set_session_id(meta_.session_id());
-    proto::Empty reply;
+    proto::LockReply reply;
     auto s = meta_.Call(rpc::Method::kSetLock, request, &reply);
+    if (s.ok() && granted) *granted = std::move(reply);
     if (s.ok() || !wait || s.code() != EAGAIN) return s;
     if (fuse_req_interrupted(req)) return Status::Error(EINTR, "lock wait interrupted");
     std::this_thread::sleep_for(backoff);
@@ -497,8 +502,16 @@ Status FuseAdapter::LockCoherently(fuse_req_t req, uint64_t ino, uint64_t owner,
     if (auto s = files_.Flush(ino); !s.ok()) return s;
     return Lock(req, ino, owner, flock, type, start, end, wait, pid);
   }
-  auto s = Lock(req, ino, owner, flock, type, start, end, wait, pid);
+  proto::LockReply granted;
+  auto s = Lock(req, ino, owner, flock, type, start, end, wait, pid, &granted);
   if (!s.ok()) return s;
+  // First every name and file the previous holder changed (a log rotated by
+  // renames, an index replaced)...
+  if (granted.watch_seq() != 0 &&
+      !watch_.WaitApplied(granted.watch_stream_id(), granted.watch_seq(), kLockWatchLimit))
+    SPOOL_LOG_WARN("mount lock granted before meta's invalidations up to seq={} arrived ino={}",
+                   granted.watch_seq(), ino);
+  // ...then this file itself, also when an invalidation was missed.
   auto stale = files_.RevalidateForLock(ino);
   if (!stale.ok()) {
     SPOOL_LOG_WARN("mount cannot revalidate a locked file ino={} error=\"{}\"", ino, stale.status().ToString());

@@ -18,6 +18,7 @@
 #include "fusemount/client/file_store.h"
 #include "fusemount/client/meta_client.h"
 #include "fusemount/client/options.h"
+#include "fusemount/invalidator.h"
 
 namespace spool::client {
 
@@ -32,9 +33,10 @@ struct DirListing {
 
 class FuseAdapter {
  public:
-  // `session` receives the invalidations a granted lock needs.
+  // `session` receives the invalidations a granted lock needs; `watch` is
+  // how far meta's other invalidations have been applied.
   FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view,
-              fuse_session* session);
+              fuse_session* session, Invalidator& watch);
 
   // The operation table; its userdata must be this adapter.
   static const fuse_lowlevel_ops& Operations();
@@ -81,8 +83,9 @@ class FuseAdapter {
   Status FillDirBuffer(fuse_req_t req, fuse_ino_t ino, off_t off, bool plus, DirListing& listing, std::string& buf,
                        size_t& used);
   struct stat StatOf(const proto::Attr& attr) const;
+  // *granted (if given): meta's reply to a granted lock.
   Status Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start, uint64_t end,
-              bool wait, uint32_t pid);
+              bool wait, uint32_t pid, proto::LockReply* granted = nullptr);
   // Locks are how programs on several hosts take turns on one file (Dovecot's
   // index log): what one wrote before unlocking must be what the next one
   // reads after locking, without waiting for meta's invalidations.
@@ -94,6 +97,7 @@ class FuseAdapter {
   FileStore& files_;
   ClusterView& view_;
   fuse_session* const session_;
+  Invalidator& watch_;
 };
 
 }  // namespace spool::client

@@ -23,12 +23,18 @@ struct Invalidator::Poll {
   std::optional<Result<proto::WatchReply>> result;
 };
 
-Invalidator::Invalidator(fuse_session* session, MetaClient& meta, FileStore& files)
-    : session_(session), meta_(meta), files_(files), poll_(std::make_shared<Poll>()) {}
+Invalidator::Invalidator(fuse_session* session, MetaClient& meta, FileStore& files, std::chrono::milliseconds delay)
+    : session_(session), delay_(delay), meta_(meta), files_(files), poll_(std::make_shared<Poll>()) {}
 
 Invalidator::~Invalidator() { Stop(); }
 
-void Invalidator::Start() { thread_ = std::thread([this] { Run(); }); }
+void Invalidator::Start() {
+  {
+    std::lock_guard lock(applied_mu_);
+    running_ = true;
+  }
+  thread_ = std::thread([this] { Run(); });
+}
 
 void Invalidator::Stop() {
   {
@@ -36,7 +42,19 @@ void Invalidator::Stop() {
     poll_->stopping = true;
   }
   poll_->cv.notify_all();
+  {
+    std::lock_guard lock(applied_mu_);
+    running_ = false;
+  }
+  applied_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+bool Invalidator::WaitApplied(uint64_t stream_id, uint64_t seq, std::chrono::milliseconds limit) {
+  std::unique_lock lock(applied_mu_);
+  return applied_cv_.wait_for(lock, limit, [&] {
+    return !running_ || applied_stream_id_ != stream_id || applied_seq_ >= seq;
+  });
 }
 
 void Invalidator::Run() {
@@ -67,6 +85,10 @@ void Invalidator::Run() {
       if (poll_->cv.wait_for(wait, std::chrono::milliseconds(500), [&] { return poll_->stopping; })) return;
       continue;
     }
+    if (delay_.count() > 0 && result->changes_size() > 0) {
+      std::unique_lock wait(poll_->mu);
+      if (poll_->cv.wait_for(wait, delay_, [&] { return poll_->stopping; })) return;
+    }
     if (result->reset() && request.stream_id() != 0)
       SPOOL_LOG_INFO("mount invalidation stream restarted stream={} last_seq={}: entries cached before rely on "
                      "their timeouts",
@@ -74,6 +96,12 @@ void Invalidator::Run() {
     Apply(*result);
     request.set_stream_id(result->stream_id());
     request.set_after_seq(result->last_seq());
+    {
+      std::lock_guard applied(applied_mu_);
+      applied_stream_id_ = result->stream_id();
+      applied_seq_ = result->last_seq();
+    }
+    applied_cv_.notify_all();
   }
 }
 

@@ -10,7 +10,10 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "fusemount/client/file_store.h"
@@ -20,7 +23,9 @@ namespace spool::client {
 
 class Invalidator {
  public:
-  Invalidator(fuse_session* session, MetaClient& meta, FileStore& files);
+  // `delay`: each batch of changes is applied that late (diagnostics).
+  Invalidator(fuse_session* session, MetaClient& meta, FileStore& files,
+              std::chrono::milliseconds delay = std::chrono::milliseconds(0));
   ~Invalidator();  // Stop()
 
   void Start();
@@ -29,6 +34,11 @@ class Invalidator {
   void Stop();
 
   uint64_t notifications() const { return notifications_.load(); }
+  // Waits until the changes of meta's stream `stream_id` up to `seq` are
+  // applied to the kernel's caches, at most `limit`. Returns at once if the
+  // watch is not running or follows another stream (meta restarted: that
+  // stream's changes arrive as a reset). False if `limit` passed.
+  bool WaitApplied(uint64_t stream_id, uint64_t seq, std::chrono::milliseconds limit);
 
  private:
   struct Poll;
@@ -36,11 +46,17 @@ class Invalidator {
   void Apply(const proto::WatchReply& reply);
 
   fuse_session* const session_;
+  const std::chrono::milliseconds delay_;
   MetaClient& meta_;
   FileStore& files_;
   std::shared_ptr<Poll> poll_;  // shared with outstanding RPC callbacks
   std::thread thread_;
   std::atomic<uint64_t> notifications_{0};
+  std::mutex applied_mu_;  // guards the three below
+  std::condition_variable applied_cv_;
+  bool running_ = false;
+  uint64_t applied_stream_id_ = 0;
+  uint64_t applied_seq_ = 0;
 };
 
 }  // namespace spool::client

@@ -36,6 +36,7 @@ void Usage() {
                "  --entry-timeout S      kernel entry cache lifetime in seconds (default 60)\n"
                "  --no-invalidations     do not follow other mounts' changes as they happen (diagnostics:\n"
                "                         caches then rely on their lifetimes and the version check at open)\n"
+               "  --invalidation-delay-ms N  apply those changes N ms late (diagnostics: a mount far behind)\n"
                "  --compact-after-pieces N  rewrite a 1 MiB range whole once it was flushed in N\n"
                "                         pieces (random overwrites, VM images; default 16, 0 = never)\n"
                "  --log-level L          trace|debug|info|warn|error (default info)\n"
@@ -98,6 +99,8 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
         c->options.compact_after_pieces = static_cast<uint32_t>(std::stoul(next()));
       } else if (a == "--no-invalidations") {
         c->options.invalidations = false;
+      } else if (a == "--invalidation-delay-ms") {
+        c->options.invalidation_delay = std::chrono::milliseconds(std::stol(next()));
       } else if (a == "--attr-timeout") {
         c->options.attr_timeout_s = std::stod(next());
       } else if (a == "--entry-timeout") {
@@ -245,8 +248,8 @@ int RunMount(const MountCommand& command) {
   files = std::make_unique<FileStore>(options, *meta, *chunks);
   files->StartCompactor();
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
-  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view, se);
-  Invalidator invalidator(se, *meta, *files);
+  Invalidator invalidator(se, *meta, *files, options.invalidation_delay);
+  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view, se, invalidator);
   if (options.invalidations) invalidator.Start();
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
                  meta->session_id());

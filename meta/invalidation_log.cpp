@@ -24,6 +24,10 @@ void InvalidationLog::Publish(uint64_t origin, const std::vector<uint64_t>& inod
   {
     std::lock_guard lock(mu_);
     auto add = [&](proto::Invalidation what) {
+      if (origin != newest_origin_) {
+        last_seq_before_newest_origin_ = last_seq_;
+        newest_origin_ = origin;
+      }
       changes_.push_back(Change{++last_seq_, origin, std::move(what)});
       if (changes_.size() > capacity_) changes_.pop_front();
     };
@@ -86,6 +90,11 @@ void InvalidationLog::Watch(const proto::WatchRequest& request, uint64_t origin,
     }
   }
   done(reply);
+}
+
+uint64_t InvalidationLog::LastChangeNotBy(uint64_t origin) const {
+  std::lock_guard lock(mu_);
+  return newest_origin_ != origin ? last_seq_ : last_seq_before_newest_origin_;
 }
 
 void InvalidationLog::ExpireWatchers(Clock::time_point now) {

@@ -43,6 +43,10 @@ class InvalidationLog {
   // else when some are published or once request.wait_ms has passed
   // (see ExpireWatchers).
   void Watch(const proto::WatchRequest& request, uint64_t origin, Done done);
+  // The seq of the newest change still held that connection `origin` did
+  // not make (0 if none): once a watcher of `origin` has applied it, it has
+  // seen everything others changed up to now.
+  uint64_t LastChangeNotBy(uint64_t origin) const;
   // Answers (empty) the watchers whose wait is over.
   void ExpireWatchers(Clock::time_point now);
   // Answers every watcher (meta is stopping).
@@ -68,6 +72,10 @@ class InvalidationLog {
   mutable std::mutex mu_;  // guards everything below
   std::deque<Change> changes_;  // seq order, at most capacity_
   uint64_t last_seq_ = 0;
+  // Who made the newest changes, and the seq of the last change before
+  // their run (by someone else): LastChangeNotBy in constant time.
+  uint64_t newest_origin_ = 0;
+  uint64_t last_seq_before_newest_origin_ = 0;
   std::list<Watcher> watchers_;
 };
 

@@ -1,5 +1,6 @@
 #include "meta/meta_service.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <set>
@@ -467,7 +468,15 @@ void MetaService::RegisterHandlers() {
              invalidations_.Watch(req, r.connection_id(), [r](const proto::WatchReply& reply) { r.Reply(reply); });
            }));
   s.Handle(Method::kSetLock, Typed<proto::LockRequest>([this](const auto& req, const Responder& r) {
-             locks_.SetLock(req, [r](const Status& st) { r.Finish(st); });
+             // A waiting request is granted later, after `req` is gone.
+             const bool unlock = req.type() == F_UNLCK;
+             locks_.SetLock(req, [this, r, unlock](const Status& st) {
+               if (!st.ok() || unlock) return r.Finish(st);
+               proto::LockReply reply;
+               reply.set_watch_stream_id(invalidations_.stream_id());
+               reply.set_watch_seq(invalidations_.LastChangeNotBy(r.connection_id()));
+               r.Reply(reply);
+             });
            }));
   s.Handle(Method::kGetLock, Typed<proto::LockRequest>([this](const auto& req, const Responder& r) {
              auto reply = locks_.GetLock(req);

@@ -33,6 +33,8 @@ struct MountOptions {
   double entry_timeout_s = 60.0;
   // Follow other mounts' changes through meta's invalidation stream.
   bool invalidations = true;
+  // Diagnostics: apply them this late, as a mount far behind would.
+  std::chrono::milliseconds invalidation_delay{0};
   std::string host_name;  // reported to meta for the session
 };
 

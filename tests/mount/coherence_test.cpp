@@ -42,6 +42,10 @@ class Coherence : public ::testing::Test {
     auto deaf = kLongCaching;
     deaf.push_back("--no-invalidations");
     c_ = cluster_->Mount(deaf);
+    auto late = kLongCaching;
+    late.insert(late.end(), {"--invalidation-delay-ms", "300"});
+    d_ = cluster_->Mount(late);
+    ASSERT_FALSE(d_.empty());
     ASSERT_FALSE(a_.empty());
     ASSERT_FALSE(b_.empty());
     ASSERT_FALSE(c_.empty());
@@ -61,6 +65,7 @@ class Coherence : public ::testing::Test {
   static inline LocalCluster* cluster_ = nullptr;
   static inline std::string a_, b_;
   static inline std::string c_;  // a mount that follows no invalidations
+  static inline std::string d_;  // a mount that applies them 300 ms late
 };
 
 // Milliseconds until `seen` holds (polling), or -1 after `limit`.
@@ -370,6 +375,50 @@ TEST_F(Coherence, ALockHolderSeesEverythingThePreviousHolderWrote) {
   ::close(fds[0]);
   ::close(fds[1]);
   EXPECT_TRUE(ReadAll(b + "/index.log") == expected);
+}
+
+// Dovecot rotates its index log and replaces dovecot.index by renames made
+// under the log's lock; the next holder finds the files by name. A lock
+// granted on mount B is returned only after B applied every invalidation
+// of what others changed before the grant: the name never leads to the
+// replaced file (B caches entries for a minute). B is mount D, which
+// applies invalidations 300 ms late, as a loaded host might.
+TEST_F(Coherence, ALockHolderFindsTheFilesThePreviousHolderRenamed) {
+  auto [a, unused] = Dir();
+  const std::string b = d_ + a.substr(a_.size());
+  WriteAll(a + "/lock", "");
+  WriteAll(a + "/log", "round -1");
+  const int fd_a = ::open((a + "/lock").c_str(), O_RDWR);
+  const int fd_b = ::open((b + "/lock").c_str(), O_RDWR);
+  ASSERT_GE(fd_a, 0);
+  ASSERT_GE(fd_b, 0);
+  ASSERT_EQ(ReadAll(b + "/log"), "round -1");  // B caches the name and the inode
+  int stale = 0;
+  for (int round = 0; round < 8; ++round) {
+    auto lock = Range(F_WRLCK, 0, 0);
+    ASSERT_EQ(::fcntl(fd_a, F_SETLKW, &lock), 0);
+    const std::string data = "round " + std::to_string(round);
+    WriteAll(a + "/log.tmp", data);
+    ASSERT_EQ(::rename((a + "/log.tmp").c_str(), (a + "/log").c_str()), 0);
+    const ino_t fresh = InoOf(a + "/log");
+    lock.l_type = F_UNLCK;
+    ASSERT_EQ(::fcntl(fd_a, F_SETLK, &lock), 0);
+
+    lock.l_type = F_WRLCK;
+    ASSERT_EQ(::fcntl(fd_b, F_SETLKW, &lock), 0);
+    const ino_t seen = InoOf(b + "/log");
+    const std::string read = ReadAll(b + "/log");
+    if (seen != fresh || read != data) {
+      ++stale;
+      ADD_FAILURE() << "round " << round << ": B found inode " << seen << " reading '" << read << "', A made inode "
+                    << fresh << " with '" << data << "'";
+    }
+    lock.l_type = F_UNLCK;
+    ASSERT_EQ(::fcntl(fd_b, F_SETLK, &lock), 0);
+  }
+  EXPECT_EQ(stale, 0);
+  ::close(fd_a);
+  ::close(fd_b);
 }
 
 TEST_F(Coherence, LocksOfAKilledMountAreReleasedWhenItsSessionExpires) {
