@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <random>
+#include <chrono>
 #include <thread>
 
 #include "common/bytes.h"
@@ -139,6 +140,11 @@ TEST_F(RpcTest, WrongKeyIsRefusedByServer) {
   auto client = Client(OtherKey(key_));
   auto s = Echo(*client, 1);
   EXPECT_EQ(s.code(), EACCES) << s.ToString();
+  // The server drops the connection right after sending the refusal, which
+  // the client may read first.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (server_->connection_count() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(server_->connection_count(), 0u);
   EXPECT_TRUE(Echo(*Client(), 2).ok()) << "server keeps serving others";
 }
