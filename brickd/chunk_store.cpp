@@ -22,16 +22,50 @@ namespace {
 
 constexpr char kMetaFamily[] = "meta";
 constexpr char kDataFamily[] = "data";
-constexpr uint8_t kMetaFormat = 1;
+// The bytes of a chunk are one value under its key...
+constexpr uint8_t kFormatWhole = 1;
+// ...or, for a chunk of more than one block, one value per block under
+// key + BE32(block), with each block's CRC32C in the metadata record: a
+// 4 KiB read of a VM image then reads, decompresses and verifies one block,
+// not the whole 1 MiB chunk.
+constexpr uint8_t kFormatBlocks = 2;
+constexpr uint32_t kBlockBytes = 64u << 10;
 constexpr size_t kKeyBytes = 12;
-constexpr size_t kMetaValueBytes = 9;
+constexpr size_t kMetaValueBytes = 9;  // format, crc, length; then the block CRCs
 
-std::string EncodeMeta(uint32_t crc, uint32_t length) {
+uint32_t BlockCount(uint32_t length) { return (length + kBlockBytes - 1) / kBlockBytes; }
+bool StoredInBlocks(uint32_t length) { return length > kBlockBytes; }
+uint32_t BlockLength(uint32_t length, uint32_t block) {
+  return std::min(kBlockBytes, length - block * kBlockBytes);
+}
+
+std::string EncodeMeta(uint32_t crc, uint32_t length, const std::vector<uint32_t>& block_crcs) {
   std::string v;
-  v.push_back(static_cast<char>(kMetaFormat));
+  v.reserve(kMetaValueBytes + 4 * block_crcs.size());
+  v.push_back(static_cast<char>(block_crcs.empty() ? kFormatWhole : kFormatBlocks));
   PutBE32(v, crc);
   PutBE32(v, length);
+  for (uint32_t c : block_crcs) PutBE32(v, c);
   return v;
+}
+
+std::optional<ChunkRecord> DecodeMeta(uint32_t pg, uint64_t chunk_id, std::string_view v) {
+  if (v.size() < kMetaValueBytes) return std::nullopt;
+  ChunkRecord r;
+  r.info = ChunkInfo{chunk_id, pg, GetBE32(v.substr(1, 4)), GetBE32(v.substr(5, 4))};
+  const auto format = static_cast<uint8_t>(v[0]);
+  if (format == kFormatWhole) return v.size() == kMetaValueBytes ? std::optional(r) : std::nullopt;
+  if (format != kFormatBlocks || !StoredInBlocks(r.info.length) ||
+      v.size() != kMetaValueBytes + 4 * size_t{BlockCount(r.info.length)})
+    return std::nullopt;
+  for (size_t at = kMetaValueBytes; at < v.size(); at += 4) r.block_crcs.push_back(GetBE32(v.substr(at, 4)));
+  return r;
+}
+
+std::string BlockKey(uint32_t pg, uint64_t chunk_id, uint32_t block) {
+  std::string key = ChunkKey(pg, chunk_id);
+  PutBE32(key, block);
+  return key;
 }
 
 std::string ChunkName(uint32_t pg, uint64_t chunk_id) {
@@ -330,8 +364,10 @@ void ChunkStore::PaceBlobGc(bool background_in_batch) {
 std::unordered_map<std::string, ChunkStore::Existing> ChunkStore::ReadExisting(
     const std::vector<std::unique_ptr<WriteOp>>& ops) {
   std::unordered_map<std::string, Existing> existing;
-  for (const auto& op : ops)
+  for (const auto& op : ops) {
     for (const auto& c : op->puts) existing.try_emplace(ChunkKey(c.info.pg, c.info.chunk_id));
+    for (const auto& c : op->deletes) existing.try_emplace(ChunkKey(c.pg, c.chunk_id));
+  }
   if (existing.empty()) return existing;
   std::vector<rocksdb::Slice> keys;
   std::vector<Existing*> entries;
@@ -349,8 +385,10 @@ std::unordered_map<std::string, ChunkStore::Existing> ChunkStore::ReadExisting(
     const auto& v = values[i];
     if (statuses[i].ok()) {
       // A malformed record counts as absent: the put rewrites it.
-      if (v.size() == kMetaValueBytes && static_cast<uint8_t>(v.data()[0]) == kMetaFormat)
-        e.crc32c = GetBE32(std::string_view(v.data() + 1, 4));
+      if (auto record = DecodeMeta(0, 0, v.ToStringView())) {
+        e.crc32c = record->info.crc32c;
+        e.blocks = static_cast<uint32_t>(record->block_crcs.size());
+      }
     } else if (!statuses[i].IsNotFound() && !statuses[i].IsCorruption()) {
       e.error = FromRocks(statuses[i], "read metadata of " + ChunkName(GetBE32(keys[i].ToStringView().substr(0, 4)),
                                                                         GetBE64(keys[i].ToStringView().substr(4, 8))));
@@ -367,6 +405,8 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
   // nullopt for a delete), so that a later op sees an earlier one's chunk.
   auto existing = ReadExisting(ops);
   std::unordered_map<std::string, std::optional<uint32_t>> in_batch;
+  // Block keys a put of this batch wrote (chunk key -> blocks), for a later delete.
+  std::unordered_map<std::string, uint32_t> blocks_in_batch;
   bool had_deletes = false;
   for (size_t i = 0; i < ops.size(); ++i) {
     auto& op = *ops[i];
@@ -376,6 +416,9 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
         auto key = ChunkKey(c.pg, c.chunk_id);
         batch.Delete(meta_cf_, key);
         batch.Delete(data_cf_, key);
+        uint32_t blocks = existing[key].blocks;
+        if (auto b = blocks_in_batch.find(key); b != blocks_in_batch.end()) blocks = std::max(blocks, b->second);
+        for (uint32_t b = 0; b < blocks; ++b) batch.Delete(data_cf_, BlockKey(c.pg, c.chunk_id, b));
         in_batch[key] = std::nullopt;
       }
       continue;
@@ -410,8 +453,22 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
     if (!results[i].ok()) continue;
     for (auto& c : op.puts) {
       auto key = ChunkKey(c.info.pg, c.info.chunk_id);
-      batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length));
-      batch.Put(data_cf_, key, c.bytes);
+      if (!StoredInBlocks(c.info.length)) {
+        batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length, {}));
+        batch.Put(data_cf_, key, c.bytes);
+      } else {
+        const uint32_t blocks = BlockCount(c.info.length);
+        std::vector<uint32_t> block_crcs(blocks);
+        for (uint32_t b = 0; b < blocks; ++b) {
+          rocksdb::Slice block(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(c.info.length, b));
+          block_crcs[b] = Crc32c(block.data(), block.size());
+          batch.Put(data_cf_, BlockKey(c.info.pg, c.info.chunk_id, b), block);
+        }
+        batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length, block_crcs));
+        // The same chunk may be here stored whole (by an older brickd).
+        if (existing[key].crc32c) batch.Delete(data_cf_, key);
+        blocks_in_batch[key] = blocks;
+      }
       in_batch[key] = c.info.crc32c;
     }
   }
@@ -534,46 +591,89 @@ Status ChunkStore::DeleteSync(std::vector<ChunkInfo> chunks) {
   return future.get();
 }
 
-Result<ChunkInfo> ChunkStore::ReadMeta(uint32_t pg, uint64_t chunk_id) {
+namespace {
+// Checks one stored value against its record: the whole chunk, or block `block`.
+Status VerifyStored(const ChunkRecord& record, std::optional<uint32_t> block, std::string_view value) {
+  const ChunkInfo& info = record.info;
+  const uint32_t want_length = block ? BlockLength(info.length, *block) : info.length;
+  const uint32_t want_crc = block ? record.block_crcs[*block] : info.crc32c;
+  const std::string what = block ? "block " + std::to_string(*block) + " " : std::string();
+  if (value.size() != want_length)
+    return CorruptCopy(info.pg, info.chunk_id, what + "length " + std::to_string(value.size()) + " instead of " +
+                                                   std::to_string(want_length));
+  if (Crc32c(value.data(), value.size()) != want_crc) return CorruptCopy(info.pg, info.chunk_id, what + "checksum mismatch");
+  return Status::Ok();
+}
+}  // namespace
+
+Result<ChunkRecord> ChunkStore::ReadRecord(uint32_t pg, uint64_t chunk_id) {
   if (auto s = ValidateChunkAddress(pg, chunk_id); !s.ok()) return s;
   std::string value;
   auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, ChunkKey(pg, chunk_id), &value);
   if (s.IsNotFound()) return Status::Error(ENOENT, ChunkName(pg, chunk_id) + " is not on this brick");
   if (!s.ok()) return FromRocks(s, "read metadata of " + ChunkName(pg, chunk_id));
-  if (value.size() != kMetaValueBytes || static_cast<uint8_t>(value[0]) != kMetaFormat)
-    return CorruptCopy(pg, chunk_id, "malformed metadata record");
-  ChunkInfo info;
-  info.chunk_id = chunk_id;
-  info.pg = pg;
-  info.crc32c = GetBE32(std::string_view(value).substr(1));
-  info.length = GetBE32(std::string_view(value).substr(5));
-  return info;
+  auto record = DecodeMeta(pg, chunk_id, value);
+  if (!record) return CorruptCopy(pg, chunk_id, "malformed metadata record");
+  return std::move(*record);
 }
 
-Result<ChunkInfo> ChunkStore::Stat(uint32_t pg, uint64_t chunk_id) { return ReadMeta(pg, chunk_id); }
+Result<ChunkInfo> ChunkStore::Stat(uint32_t pg, uint64_t chunk_id) {
+  auto record = ReadRecord(pg, chunk_id);
+  if (!record.ok()) return record.status();
+  return record->info;
+}
 
 Result<std::string> ChunkStore::Get(uint32_t pg, uint64_t chunk_id, uint32_t offset, uint32_t length,
                                     ChunkInfo* info_out) {
-  auto info = ReadMeta(pg, chunk_id);
-  if (!info.ok()) return info.status();
-  if (offset > info->length || (length > 0 && uint64_t{offset} + length > info->length))
+  auto record = ReadRecord(pg, chunk_id);
+  if (!record.ok()) return record.status();
+  const ChunkInfo& info = record->info;
+  if (offset > info.length || (length > 0 && uint64_t{offset} + length > info.length))
     return Status::Error(EINVAL, "range [" + std::to_string(offset) + ", +" + std::to_string(length) +
                                      ") is outside " + ChunkName(pg, chunk_id) + " of " +
-                                     std::to_string(info->length) + " bytes");
+                                     std::to_string(info.length) + " bytes");
+  const uint32_t n = length == 0 ? info.length - offset : length;
   rocksdb::ReadOptions read_options;
   read_options.verify_checksums = true;
-  rocksdb::PinnableSlice value;
-  auto s = db_->Get(read_options, data_cf_, ChunkKey(pg, chunk_id), &value);
-  if (s.IsNotFound()) return CorruptCopy(pg, chunk_id, "bytes missing");
-  if (s.IsCorruption()) return CorruptCopy(pg, chunk_id, s.ToString());
-  if (!s.ok()) return FromRocks(s, "read " + ChunkName(pg, chunk_id));
-  if (value.size() != info->length)
-    return CorruptCopy(pg, chunk_id, "length " + std::to_string(value.size()) + " instead of " +
-                                         std::to_string(info->length));
-  if (Crc32c(value.data(), value.size()) != info->crc32c) return CorruptCopy(pg, chunk_id, "checksum mismatch");
-  if (info_out) *info_out = *info;
-  uint32_t n = length == 0 ? info->length - offset : length;
-  return std::string(value.data() + offset, n);
+  auto read_failed = [&](const rocksdb::Status& s) {
+    if (s.IsNotFound()) return CorruptCopy(pg, chunk_id, "bytes missing");
+    if (s.IsCorruption()) return CorruptCopy(pg, chunk_id, s.ToString());
+    return FromRocks(s, "read " + ChunkName(pg, chunk_id));
+  };
+  if (record->block_crcs.empty()) {
+    rocksdb::PinnableSlice value;
+    auto s = db_->Get(read_options, data_cf_, ChunkKey(pg, chunk_id), &value);
+    if (!s.ok()) return read_failed(s);
+    if (auto v = VerifyStored(*record, std::nullopt, value.ToStringView()); !v.ok()) return v;
+    if (info_out) *info_out = info;
+    return std::string(value.data() + offset, n);
+  }
+  // Only the blocks the range covers are read, and verified.
+  const uint32_t first = offset / kBlockBytes;
+  const uint32_t last = n == 0 ? first : (offset + n - 1) / kBlockBytes;
+  const size_t count = last - first + 1;
+  std::vector<std::string> keys(count);
+  std::vector<rocksdb::Slice> key_slices(count);
+  for (size_t i = 0; i < count; ++i) {
+    keys[i] = BlockKey(pg, chunk_id, first + static_cast<uint32_t>(i));
+    key_slices[i] = keys[i];
+  }
+  std::vector<rocksdb::PinnableSlice> values(count);
+  std::vector<rocksdb::Status> statuses(count);
+  db_->MultiGet(read_options, data_cf_, count, key_slices.data(), values.data(), statuses.data());
+  std::string out;
+  out.reserve(n);
+  for (size_t i = 0; i < count; ++i) {
+    if (!statuses[i].ok()) return read_failed(statuses[i]);
+    const uint32_t block = first + static_cast<uint32_t>(i);
+    if (auto v = VerifyStored(*record, block, values[i].ToStringView()); !v.ok()) return v;
+    const uint64_t block_start = uint64_t{block} * kBlockBytes;
+    const uint64_t from = std::max<uint64_t>(offset, block_start) - block_start;
+    const uint64_t to = std::min<uint64_t>(uint64_t{offset} + n, block_start + values[i].size()) - block_start;
+    out.append(values[i].data() + from, to - from);
+  }
+  if (info_out) *info_out = info;
+  return out;
 }
 
 Result<ListResult> ChunkStore::List(uint32_t pg, std::optional<uint64_t> after, uint32_t max_entries) {
@@ -592,14 +692,10 @@ Result<ListResult> ChunkStore::List(uint32_t pg, std::optional<uint64_t> after, 
   for (it->Seek(start); it->Valid(); it->Next()) {
     if (result.chunks.size() >= max_entries) return result;
     auto key = it->key();
-    auto value = it->value();
-    if (key.size() != kKeyBytes || value.size() != kMetaValueBytes) continue;
-    ChunkInfo info;
-    info.pg = pg;
-    info.chunk_id = GetBE64(std::string_view(key.data() + 4, 8));
-    info.crc32c = GetBE32(std::string_view(value.data() + 1, 4));
-    info.length = GetBE32(std::string_view(value.data() + 5, 4));
-    result.chunks.push_back(info);
+    if (key.size() != kKeyBytes) continue;
+    auto record = DecodeMeta(pg, GetBE64(std::string_view(key.data() + 4, 8)), it->value().ToStringView());
+    if (!record) continue;
+    result.chunks.push_back(record->info);
   }
   if (!it->status().ok()) return FromRocks(it->status(), "list pg " + std::to_string(pg));
   result.complete = true;
@@ -628,9 +724,9 @@ Result<ReadManyResult> ChunkStore::ReadMany(uint32_t pg, const std::vector<uint6
 
   // Which chunks to read: found, and within max_bytes (the first that does
   // not fit and every found chunk after it are deferred).
-  std::vector<ChunkInfo> infos;
-  std::vector<rocksdb::Slice> read_keys;
-  infos.reserve(n);
+  std::vector<ChunkRecord> records;
+  std::vector<std::string> read_keys;
+  records.reserve(n);
   read_keys.reserve(n);
   uint64_t bytes = 0;
   bool full = false;
@@ -647,40 +743,52 @@ Result<ReadManyResult> ChunkStore::ReadMany(uint32_t pg, const std::vector<uint6
       }
       return FromRocks(meta_status[i], "read metadata of " + ChunkName(pg, id));
     }
-    const auto& v = metas[i];
-    if (v.size() != kMetaValueBytes || static_cast<uint8_t>(v.data()[0]) != kMetaFormat) {
+    auto record = DecodeMeta(pg, id, metas[i].ToStringView());
+    if (!record) {
       result.corrupt.push_back(id);
       continue;
     }
-    ChunkInfo info{id, pg, GetBE32(std::string_view(v.data() + 1, 4)), GetBE32(std::string_view(v.data() + 5, 4))};
-    if (full || bytes + info.length > max_bytes) {
+    if (full || bytes + record->info.length > max_bytes) {
       full = true;
       result.deferred.push_back(id);
       continue;
     }
-    bytes += info.length;
-    infos.push_back(info);
-    read_keys.push_back(key_slices[i]);
+    bytes += record->info.length;
+    if (record->block_crcs.empty())
+      read_keys.push_back(keys[i]);
+    else
+      for (uint32_t b = 0; b < record->block_crcs.size(); ++b) read_keys.push_back(BlockKey(pg, id, b));
+    records.push_back(std::move(*record));
   }
-  if (infos.empty()) return result;
+  if (records.empty()) return result;
 
-  std::vector<rocksdb::PinnableSlice> values(infos.size());
-  std::vector<rocksdb::Status> statuses(infos.size());
-  db_->MultiGet(read_options, data_cf_, infos.size(), read_keys.data(), values.data(), statuses.data());
+  // One value per chunk stored whole, one per block of the others.
+  std::vector<rocksdb::Slice> read_slices(read_keys.begin(), read_keys.end());
+  std::vector<rocksdb::PinnableSlice> values(read_keys.size());
+  std::vector<rocksdb::Status> statuses(read_keys.size());
+  db_->MultiGet(read_options, data_cf_, read_slices.size(), read_slices.data(), values.data(), statuses.data());
   result.payload.reserve(bytes);
-  result.chunks.reserve(infos.size());
-  for (size_t i = 0; i < infos.size(); ++i) {
-    const auto& info = infos[i];
-    const auto& s = statuses[i];
-    const auto& value = values[i];
-    if (s.IsNotFound() || s.IsCorruption() || (s.ok() && (value.size() != info.length ||
-                                                          Crc32c(value.data(), value.size()) != info.crc32c))) {
-      result.corrupt.push_back(info.chunk_id);
+  result.chunks.reserve(records.size());
+  size_t next = 0;
+  for (const auto& record : records) {
+    const size_t parts = std::max<size_t>(1, record.block_crcs.size());
+    const size_t first = next;
+    next += parts;
+    bool corrupt = false;
+    for (size_t k = first; k < first + parts && !corrupt; ++k) {
+      const auto& s = statuses[k];
+      if (!s.ok() && !s.IsNotFound() && !s.IsCorruption())
+        return FromRocks(s, "read " + ChunkName(pg, record.info.chunk_id));
+      std::optional<uint32_t> block;
+      if (!record.block_crcs.empty()) block = static_cast<uint32_t>(k - first);
+      corrupt = !s.ok() || !VerifyStored(record, block, values[k].ToStringView()).ok();
+    }
+    if (corrupt) {
+      result.corrupt.push_back(record.info.chunk_id);
       continue;
     }
-    if (!s.ok()) return FromRocks(s, "read " + ChunkName(pg, info.chunk_id));
-    result.chunks.push_back(info);
-    result.payload.append(value.data(), value.size());
+    result.chunks.push_back(record.info);
+    for (size_t k = first; k < first + parts; ++k) result.payload.append(values[k].data(), values[k].size());
   }
   return result;
 }

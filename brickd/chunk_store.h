@@ -4,10 +4,14 @@
 //   BE32(pg) + BE64(chunk_id)
 // so that every placement group is one contiguous, sorted key range (catch-up
 // after an outage is a diff of two sorted per-PG listings):
-//   "meta": 9 bytes per chunk: format(1) + BE32 crc32c + BE32 length. Small;
-//           stat and list read only this family and never touch a blob.
+//   "meta": format(1) + BE32 crc32c + BE32 length, and for a chunk of more
+//           than 64 KiB the BE32 crc32c of each 64 KiB block. Small; stat and
+//           list read only this family and never touch a blob.
 //   "data": the chunk bytes, stored in RocksDB blob files (zstd, blob GC), so
-//           many small chunks are packed into large sequential files.
+//           many small chunks are packed into large sequential files; up to
+//           64 KiB as one value (format 1), larger ones one value per 64 KiB
+//           block under key + BE32(block) (format 2), so that a small read
+//           (a VM image's 4 KiB) reads and verifies one block, not 1 MiB.
 // Both are written in one WriteBatch, so a chunk is either fully present or absent.
 //
 // Durability. Put/Delete are asynchronous: they queue the write and call
@@ -71,6 +75,12 @@ struct ChunkInfo {
   uint32_t length = 0;  // of the whole chunk
 };
 
+// A chunk's metadata record as stored.
+struct ChunkRecord {
+  ChunkInfo info;
+  std::vector<uint32_t> block_crcs;  // CRC32C of each 64 KiB block; empty: stored whole
+};
+
 // One chunk to store: its identity and checksum as the client claims them, and its bytes.
 struct ChunkWrite {
   ChunkInfo info;
@@ -127,7 +137,8 @@ class ChunkStore {
   Status DeleteSync(std::vector<ChunkInfo> chunks);
 
   // Reads bytes [offset, offset+length) of a chunk (length 0 = to the end),
-  // after verifying the CRC32C of the whole chunk.
+  // after verifying the CRC32C of what was read: the whole chunk, or, for a
+  // chunk stored in blocks, every block the range touches.
   Result<std::string> Get(uint32_t pg, uint64_t chunk_id, uint32_t offset = 0, uint32_t length = 0,
                           ChunkInfo* info = nullptr);
   // Checksum and length of a chunk, from the metadata only (bytes not read).
@@ -166,11 +177,12 @@ class ChunkStore {
   // What the database holds under one key before a batch is written.
   struct Existing {
     std::optional<uint32_t> crc32c;  // absent (or unreadable metadata): none
+    uint32_t blocks = 0;             // stored in blocks: how many
     Status error;                    // the lookup itself failed
   };
-  // The metadata of every chunk the ops put, in one batched lookup.
+  // The metadata of every chunk the ops put or delete, in one batched lookup.
   std::unordered_map<std::string, Existing> ReadExisting(const std::vector<std::unique_ptr<WriteOp>>& ops);
-  Result<ChunkInfo> ReadMeta(uint32_t pg, uint64_t chunk_id);
+  Result<ChunkRecord> ReadRecord(uint32_t pg, uint64_t chunk_id);
 
   ChunkStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;

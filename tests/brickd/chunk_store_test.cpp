@@ -289,6 +289,60 @@ TEST_F(ChunkStoreTest, CorruptBytesOnDiskAreNeverServed) {
   EXPECT_EQ(*store_->Get(1, 1), victim);
 }
 
+// A chunk of more than 64 KiB is kept in 64 KiB blocks: a range read reads
+// and verifies the blocks it touches, whole reads and ReadMany all of them.
+TEST_F(ChunkStoreTest, LargeChunksAreReadAndVerifiedByBlock) {
+  constexpr uint32_t kBlock = 64 << 10;
+  const auto image = RandomBytes(1 << 20, 7);          // 16 blocks, as a VM image's slot
+  const auto ragged = RandomBytes(3 * kBlock + 5, 8);  // a short last block
+  ASSERT_TRUE(store_->PutSync(2, 1, image).ok());
+  ASSERT_TRUE(store_->PutSync(2, 2, ragged).ok());
+  ASSERT_TRUE(store_->PutSync(2, 1, image).ok()) << "a put of the same content again is fine";
+  for (int pass = 0; pass < 2; ++pass) {  // from the memtable, then from blob files
+    EXPECT_TRUE(*store_->Get(2, 1) == image);
+    EXPECT_TRUE(*store_->Get(2, 2) == ragged);
+    for (auto [offset, length] : {std::pair<uint32_t, uint32_t>{0, 4096}, {kBlock - 100, 200}, {5 * kBlock, kBlock},
+                                  {kBlock - 1, 3 * kBlock + 2}, {(1 << 20) - 4096, 4096}, {(1 << 20) - 1, 1}})
+      EXPECT_TRUE(*store_->Get(2, 1, offset, length) == image.substr(offset, length)) << offset << "+" << length;
+    EXPECT_TRUE(*store_->Get(2, 2, 3 * kBlock, 0) == ragged.substr(3 * kBlock));
+    EXPECT_EQ(store_->Get(2, 2, 3 * kBlock, 6).status().code(), EINVAL);
+    auto info = store_->Stat(2, 1);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->crc32c, spool::Crc32c(image));
+    EXPECT_EQ(info->length, 1u << 20);
+    auto many = store_->ReadMany(2, {2, 1}, 4 << 20);
+    ASSERT_TRUE(many.ok());
+    EXPECT_TRUE(many->payload == ragged + image);
+    auto listed = store_->List(2, std::nullopt, 10);
+    ASSERT_TRUE(listed.ok());
+    ASSERT_EQ(listed->chunks.size(), 2u);
+    EXPECT_EQ(listed->chunks[1].length, 3 * kBlock + 5);
+    Reopen();
+  }
+  // One bad block: every read that touches it fails, the others still serve.
+  store_.reset();
+  auto changed = spool::testing::FlipPatternOnDisk(dir_.Sub("db"), image.substr(5 * kBlock + 1000, 64), {".blob", ".sst"});
+  ASSERT_FALSE(changed.empty());
+  Open();
+  EXPECT_EQ(store_->Get(2, 1).status().code(), EBADMSG);
+  EXPECT_EQ(store_->Get(2, 1, 5 * kBlock + 4096, 4096).status().code(), EBADMSG);
+  EXPECT_TRUE(*store_->Get(2, 1, 0, 4096) == image.substr(0, 4096));
+  auto many = store_->ReadMany(2, {1, 2}, 4 << 20);
+  ASSERT_TRUE(many.ok());
+  EXPECT_EQ(many->corrupt, std::vector<uint64_t>{1});
+  EXPECT_TRUE(many->payload == ragged);
+  ASSERT_TRUE(store_->PutSync(2, 1, image).ok());  // repair
+  EXPECT_TRUE(*store_->Get(2, 1) == image);
+  // Deleted with every block: a new chunk under the id is not mixed with them.
+  ASSERT_TRUE(store_->DeleteSync({ChunkInfo{1, 2, 0, 0}}).ok());
+  EXPECT_EQ(store_->Get(2, 1).status().code(), ENOENT);
+  const auto smaller = RandomBytes(2 * kBlock, 9);
+  ASSERT_TRUE(store_->PutSync(2, 1, smaller).ok());
+  EXPECT_TRUE(*store_->Get(2, 1) == smaller);
+  ASSERT_TRUE(store_->Compact().ok());
+  EXPECT_TRUE(*store_->Get(2, 1) == smaller);
+}
+
 // A full disk: a tiny tmpfs (needs root to mount).
 class FullDiskTest : public ::testing::Test {
  protected:
