@@ -331,7 +331,9 @@ void MetaService::RegisterHandlers() {
            }));
   s.Handle(Method::kGetExtents, Typed<proto::GetExtentsRequest>([this](const auto& req, const Responder& r) {
              proto::GetExtentsReply reply;
-             if (auto st = ns_->GetExtents(req.ino(), reply.mutable_attr(), reply.mutable_extents()); !st.ok())
+             if (auto st = ns_->GetExtents(req.ino(), reply.mutable_attr(), reply.mutable_extents(), req.offset(),
+                                           req.length());
+                 !st.ok())
                return r.Fail(st);
              r.Reply(reply);
            }));

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 
+#include "common/extents.h"
 #include "common/log.h"
 #include "common/placement.h"
 #include "meta/keys.h"
@@ -72,43 +73,6 @@ struct ChunkIdBlock {
 
 bool IsDir(const proto::Attr& a) { return S_ISDIR(a.mode()); }
 uint32_t TypeOf(uint32_t mode) { return mode & S_IFMT; }
-
-void SortExtents(std::vector<proto::Extent>& v) {
-  std::sort(v.begin(), v.end(),
-            [](const proto::Extent& a, const proto::Extent& b) { return a.file_offset() < b.file_offset(); });
-}
-
-// Lays `n` over `cur` (sorted, non-overlapping): the parts of older extents
-// that `n` covers are cut away; an extent split in two keeps both pieces on
-// the same chunk.
-void OverlayExtent(std::vector<proto::Extent>& cur, const proto::Extent& n) {
-  const uint64_t n_start = n.file_offset(), n_end = n.file_offset() + n.length();
-  std::vector<proto::Extent> next;
-  next.reserve(cur.size() + 2);
-  for (const auto& e : cur) {
-    const uint64_t e_start = e.file_offset(), e_end = e.file_offset() + e.length();
-    if (e_end <= n_start || e_start >= n_end) {
-      next.push_back(e);
-      continue;
-    }
-    if (e_start < n_start) {
-      proto::Extent left = e;
-      left.set_length(static_cast<uint32_t>(n_start - e_start));
-      next.push_back(left);
-    }
-    if (e_end > n_end) {
-      proto::Extent right = e;
-      const uint64_t cut = n_end - e_start;
-      right.set_file_offset(n_end);
-      right.set_chunk_offset(static_cast<uint32_t>(e.chunk_offset() + cut));
-      right.set_length(static_cast<uint32_t>(e_end - n_end));
-      next.push_back(right);
-    }
-  }
-  next.push_back(n);
-  SortExtents(next);
-  cur.swap(next);
-}
 
 std::set<uint64_t> ChunksOf(const std::vector<proto::Extent>& v) {
   std::set<uint64_t> s;
@@ -1187,19 +1151,22 @@ Status Namespace::Readdir(const proto::ReaddirRequest& req, proto::ReaddirReply*
   return Status::Ok();
 }
 
-Status Namespace::GetExtents(uint64_t ino, proto::Attr* attr,
-                             google::protobuf::RepeatedPtrField<proto::Extent>* extents) const {
+Status Namespace::GetExtents(uint64_t ino, proto::Attr* attr, google::protobuf::RepeatedPtrField<proto::Extent>* extents,
+                             uint64_t offset, uint64_t length) const {
   Snapshot snap(db_.get());
   auto rec = ReadInode(db_.get(), snap.ro, ino);
   if (!rec.ok()) return rec.status();
   *attr = rec->attr();
   const std::string prefix = keys::ExtentPrefix(ino);
-  const std::string end = keys::PrefixEnd(prefix);
+  const bool ranged = length != 0 && offset <= (1ull << 62) && length <= (1ull << 62);
+  const std::string start = ranged ? keys::Extents(ino, offset / keys::kSlotBytes) : prefix;
+  const std::string end =
+      ranged ? keys::Extents(ino, (offset + length - 1) / keys::kSlotBytes + 1) : keys::PrefixEnd(prefix);
   rocksdb::Slice upper(end);
   rocksdb::ReadOptions ro = snap.ro;
   ro.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
+  for (it->Seek(start); it->Valid(); it->Next()) {
     ExtentList list;
     if (!list.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())))
       return Err(EIO, "corrupt extent list");

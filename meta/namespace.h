@@ -94,7 +94,9 @@ class Namespace {
   Result<std::string> Readlink(uint64_t ino) const;
   Status Readdir(const proto::ReaddirRequest& req, proto::ReaddirReply* reply) const;
   // Attr and all extents sorted by file_offset.
-  Status GetExtents(uint64_t ino, proto::Attr* attr, google::protobuf::RepeatedPtrField<proto::Extent>* extents) const;
+  // The extents of the slots [offset, offset + length) touches (length 0: all).
+  Status GetExtents(uint64_t ino, proto::Attr* attr, google::protobuf::RepeatedPtrField<proto::Extent>* extents,
+                    uint64_t offset = 0, uint64_t length = 0) const;
   Result<std::string> GetXattr(uint64_t ino, const std::string& name) const;
   Result<std::vector<std::string>> ListXattr(uint64_t ino) const;
   bool IsOrphan(uint64_t ino) const;

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/crc32c.h"
+#include "common/extents.h"
 #include "common/log.h"
 
 namespace spool::client {
@@ -48,6 +49,7 @@ Result<proto::Attr> FileStore::Open(uint64_t ino, bool* keep_page_cache) {
   // have not flushed yet (another descriptor of ours is still writing).
   inode->extents.assign(reply->extents().begin(), reply->extents().end());
   inode->extents_valid = true;
+  inode->version = reply->attr().version();
   inode->size = inode->dirty.empty() ? reply->attr().size() : std::max<uint64_t>(reply->attr().size(), inode->size);
   proto::Attr attr = reply->attr();
   attr.set_size(inode->size);
@@ -150,7 +152,8 @@ Status FileStore::Flush(uint64_t ino) {
 
 Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   if (inode.dirty.empty()) return Status::Ok();
-  auto attr = WriteRanges(ino, inode.dirty, /*append=*/false);
+  std::vector<proto::Extent> committed;
+  auto attr = WriteRanges(ino, inode.dirty, /*append=*/false, &committed);
   if (!attr.ok()) return attr.status();
   NoteOwnChange(ino, attr->version());
   CountPieces(ino, inode, inode.dirty);
@@ -158,7 +161,7 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
   inode.dirty.clear();
   inode.dirty_bytes = 0;
   inode.size = attr->size();
-  inode.extents_valid = false;
+  ApplyOwnCommitLocked(inode, committed, *attr);
   return Status::Ok();
 }
 
@@ -177,21 +180,37 @@ Result<uint64_t> FileStore::Append(uint64_t ino, std::string_view data) {
   return attr->size();
 }
 
-Result<proto::Attr> FileStore::WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append) {
-  auto attr = PutAndCommit(ino, ranges, append);
+void FileStore::ApplyOwnCommitLocked(Inode& inode, const std::vector<proto::Extent>& committed,
+                                     const proto::Attr& attr) {
+  // Our extents are still meta's if nobody else committed in between: lay
+  // ours over them as meta did, rather than fetch the whole list again (a
+  // VM image's list is long, and its guest flushes all the time).
+  if (inode.extents_valid && !inode.changed_elsewhere && inode.version + 1 == attr.version()) {
+    for (const auto& e : committed) OverlayExtent(inode.extents, e);
+    inode.version = attr.version();
+    inode.mtime_ns = attr.mtime_ns();
+  } else {
+    inode.extents_valid = false;
+  }
+}
+
+Result<proto::Attr> FileStore::WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
+                                           std::vector<proto::Extent>* committed) {
+  auto attr = PutAndCommit(ino, ranges, append, 0, 0, committed);
   if (attr.status().code() == ESTALE) {
     // Our session ended at meta while we were cut off, and the chunk ids of
     // this write were reclaimed with it: write the chunks again under new ids.
     SPOOL_LOG_WARN("mount chunk ids reclaimed by meta, writing again ino={} error=\"{}\"", ino,
                    attr.status().message());
     meta_.ForgetChunkIds();
-    attr = PutAndCommit(ino, ranges, append);
+    attr = PutAndCommit(ino, ranges, append, 0, 0, committed);
   }
   return attr;
 }
 
 Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges,
-                                            bool append, uint64_t expected_version, int64_t mtime_ns) {
+                                            bool append, uint64_t expected_version, int64_t mtime_ns,
+                                            std::vector<proto::Extent>* committed) {
   std::vector<ChunkToWrite> chunks;
   proto::CommitWriteRequest commit;
   commit.set_ino(ino);
@@ -234,6 +253,7 @@ Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_
   auto attr = meta_.CommitWrite(commit);
   if (!attr.ok() && attr.status().code() != ESTALE)
     SPOOL_LOG_ERROR("mount commit failed ino={} error=\"{}\"", ino, attr.status().ToString());
+  if (attr.ok() && committed) committed->assign(commit.extents().begin(), commit.extents().end());
   return attr;
 }
 
@@ -309,8 +329,7 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
       if (offset >= inode->size) return std::string();
       want = static_cast<size_t>(std::min<uint64_t>(size, inode->size - offset));
       const uint64_t end = offset + want;
-      for (const auto& e : inode->extents)
-        if (e.file_offset() < end && e.file_offset() + e.length() > offset) extents.push_back(e);
+      extents = ExtentsIn(inode->extents, offset, want);
       for (const auto& [doff, bytes] : inode->dirty)
         buffered_in_range |= doff < end && doff + bytes.size() > offset;
     }
@@ -396,9 +415,9 @@ Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
   // writes of the image go on meanwhile. The commit is refused if the file
   // changed since these extents (a flush of ours included), and then
   // nothing is lost: the slot is compacted again after its next pieces.
-  auto current = meta_.GetExtents(ino);
-  if (!current.ok()) return current.status();
   const uint64_t slot_start = slot * kSlotBytes, slot_end = slot_start + kSlotBytes;
+  auto current = meta_.GetExtents(ino, slot_start, kSlotBytes);
+  if (!current.ok()) return current.status();
   // Contiguous runs of extents in the slot; holes stay holes.
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // [start, end)
   std::vector<proto::Extent> in_slot;
@@ -421,14 +440,16 @@ Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
   }
   // The chunks of a refused attempt are reclaimed with our session's unused
   // ids. The bytes do not change, so neither does the modification time.
-  auto attr = PutAndCommit(ino, ranges, /*append=*/false, current->attr().version(), current->attr().mtime_ns());
+  std::vector<proto::Extent> committed;
+  auto attr = PutAndCommit(ino, ranges, /*append=*/false, current->attr().version(), current->attr().mtime_ns(),
+                           &committed);
   if (attr.status().code() == ESTALE) return false;
   if (!attr.ok()) return attr.status();
   {
     // Readers holding the old extents may find their chunks deleted, and
     // then read again with fresh ones.
     std::lock_guard lock(inode->mu);
-    inode->extents_valid = false;
+    ApplyOwnCommitLocked(*inode, committed, *attr);
   }
   slots_compacted_++;
   return true;

@@ -89,7 +89,7 @@ class FileStore {
     size_t dirty_bytes = 0;
     uint64_t size = 0;  // meta's size, grown by buffered writes
     bool extents_valid = false;
-    uint64_t version = 0;  // meta's inode version when `extents` were loaded
+    uint64_t version = 0;  // meta's inode version that `extents` are
     int64_t mtime_ns = 0;  // and its modification time
     // Flushes into each slot since it was last compacted (slot -> count).
     std::map<uint64_t, uint32_t> pieces_since_compaction;
@@ -103,11 +103,17 @@ class FileStore {
   // Puts `ranges` (offset -> bytes) as new chunks and commits them (with
   // `append`, after the file's end at meta); the inode after it. Writes
   // again under new ids if meta reclaimed the ids meanwhile.
-  Result<proto::Attr> WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append);
+  // *committed (if given): the extents the commit laid over the file.
+  Result<proto::Attr> WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
+                                  std::vector<proto::Extent>* committed = nullptr);
   // expected_version != 0: only if meta's inode still has that version;
   // mtime_ns 0: now.
   Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
-                                   uint64_t expected_version = 0, int64_t mtime_ns = 0);
+                                   uint64_t expected_version = 0, int64_t mtime_ns = 0,
+                                   std::vector<proto::Extent>* committed = nullptr);
+  // After this mount's commit of `committed` made `attr`: updates the
+  // inode's extents in place, or marks them for reloading. REQUIRES: inode.mu
+  void ApplyOwnCommitLocked(Inode& inode, const std::vector<proto::Extent>& committed, const proto::Attr& attr);
   Status LoadExtentsLocked(uint64_t ino, Inode& inode);
   // Copies the bytes of `extents` that fall in [offset, offset + out.size())
   // into `out` (the rest is left as it is).

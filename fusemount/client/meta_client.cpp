@@ -318,9 +318,11 @@ void MetaClient::Release(uint64_t ino) {
   Post(Method::kRelease, request);
 }
 
-Result<proto::GetExtentsReply> MetaClient::GetExtents(uint64_t ino) {
+Result<proto::GetExtentsReply> MetaClient::GetExtents(uint64_t ino, uint64_t offset, uint64_t length) {
   proto::GetExtentsRequest request;
   request.set_ino(ino);
+  request.set_offset(offset);
+  request.set_length(length);
   proto::GetExtentsReply reply;
   auto s = Call(Method::kGetExtents, request, &reply);
   if (!s.ok()) return s;

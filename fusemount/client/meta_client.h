@@ -53,7 +53,8 @@ class MetaClient {
   Result<proto::StatfsReply> Statfs();
   Result<proto::OpenReply> Open(uint64_t ino, bool truncate);
   void Release(uint64_t ino);
-  Result<proto::GetExtentsReply> GetExtents(uint64_t ino);
+  // length 0: the whole file; else the 1 MiB slots the range touches.
+  Result<proto::GetExtentsReply> GetExtents(uint64_t ino, uint64_t offset = 0, uint64_t length = 0);
   Result<proto::Attr> CommitWrite(const proto::CommitWriteRequest& request);
   // A fresh chunk id from the block meta handed to this session (a new block
   // when it is used up or the session changed).
