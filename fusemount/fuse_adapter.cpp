@@ -499,7 +499,10 @@ Status FuseAdapter::LockCoherently(fuse_req_t req, uint64_t ino, uint64_t owner,
                                    uint64_t start, uint64_t end, bool wait, uint32_t pid) {
   if (type == F_UNLCK) {
     // The next holder, maybe on another host, must find our writes at meta.
-    if (auto s = files_.Flush(ino); !s.ok()) return s;
+    // Unlocked even if that fails: the bytes stay buffered and the writer
+    // hears of the error at fsync or close, while a lock kept would block
+    // every other host.
+    (void)files_.Flush(ino);
     return Lock(req, ino, owner, flock, type, start, end, wait, pid);
   }
   proto::LockReply granted;
