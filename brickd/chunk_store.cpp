@@ -246,7 +246,14 @@ void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priorit
       return done(Status::Error(EBADMSG, ChunkName(info.pg, info.chunk_id) + ": checksum mismatch (client says " +
                                              std::to_string(info.crc32c) + ", bytes have " + std::to_string(crc) +
                                              "); not stored"));
-    op->bytes += c.bytes.size() + kKeyBytes * 2 + kMetaValueBytes;
+    // The record (with the block CRCs) is made here, on the caller's thread,
+    // not on the one committer thread every put goes through.
+    std::vector<uint32_t> block_crcs;
+    if (StoredInBlocks(info.length))
+      for (uint32_t b = 0; b < BlockCount(info.length); ++b)
+        block_crcs.push_back(Crc32c(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(info.length, b)));
+    op->put_records.push_back(EncodeMeta(info.crc32c, info.length, block_crcs));
+    op->bytes += c.bytes.size() + kKeyBytes * 2 + op->put_records.back().size();
   }
   auto space = DiskSpace(options_.db_dir);
   if (!space.ok()) return done(space.status());
@@ -451,20 +458,17 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
       op_puts[key] = c.info.crc32c;
     }
     if (!results[i].ok()) continue;
-    for (auto& c : op.puts) {
+    for (size_t j = 0; j < op.puts.size(); ++j) {
+      const auto& c = op.puts[j];
       auto key = ChunkKey(c.info.pg, c.info.chunk_id);
+      batch.Put(meta_cf_, key, op.put_records[j]);
       if (!StoredInBlocks(c.info.length)) {
-        batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length, {}));
         batch.Put(data_cf_, key, c.bytes);
       } else {
         const uint32_t blocks = BlockCount(c.info.length);
-        std::vector<uint32_t> block_crcs(blocks);
-        for (uint32_t b = 0; b < blocks; ++b) {
-          rocksdb::Slice block(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(c.info.length, b));
-          block_crcs[b] = Crc32c(block.data(), block.size());
-          batch.Put(data_cf_, BlockKey(c.info.pg, c.info.chunk_id, b), block);
-        }
-        batch.Put(meta_cf_, key, EncodeMeta(c.info.crc32c, c.info.length, block_crcs));
+        for (uint32_t b = 0; b < blocks; ++b)
+          batch.Put(data_cf_, BlockKey(c.info.pg, c.info.chunk_id, b),
+                    rocksdb::Slice(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(c.info.length, b)));
         // The same chunk may be here stored whole (by an older brickd).
         if (existing[key].crc32c) batch.Delete(data_cf_, key);
         blocks_in_batch[key] = blocks;

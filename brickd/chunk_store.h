@@ -163,6 +163,7 @@ class ChunkStore {
     bool is_delete = false;
     bool background = false;  // a background put or a delete
     std::vector<ChunkWrite> puts;
+    std::vector<std::string> put_records;  // the metadata record of each put
     std::vector<ChunkInfo> deletes;
     uint64_t bytes = 0;
     Done done;

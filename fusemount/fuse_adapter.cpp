@@ -514,17 +514,12 @@ Status FuseAdapter::LockCoherently(fuse_req_t req, uint64_t ino, uint64_t owner,
       !watch_.WaitApplied(granted.watch_stream_id(), granted.watch_seq(), kLockWatchLimit))
     SPOOL_LOG_WARN("mount lock granted before meta's invalidations up to seq={} arrived ino={}",
                    granted.watch_seq(), ino);
-  // ...then this file itself, also when an invalidation was missed.
-  auto stale = files_.RevalidateForLock(ino);
-  if (!stale.ok()) {
-    SPOOL_LOG_WARN("mount cannot revalidate a locked file ino={} error=\"{}\"", ino, stale.status().ToString());
-    // The lock is held but its file may look old: drop every cached byte.
-    files_.Invalidate(ino);
-    stale = true;
-  }
+  // ...then this file itself, also when an invalidation was missed: its
+  // version at the grant came with the reply.
+  const bool stale = files_.RevalidateForLock(ino, granted.version());
   // Attributes always (size and times may come from before the lock);
   // pages only if they do not hold meta's current version.
-  int rc = fuse_lowlevel_notify_inval_inode(session_, ino, *stale ? 0 : -1, 0);
+  int rc = fuse_lowlevel_notify_inval_inode(session_, ino, stale ? 0 : -1, 0);
   if (rc != 0 && rc != -ENOENT)
     SPOOL_LOG_WARN("mount cannot drop caches of a locked file ino={} error={}", ino, std::strerror(-rc));
   return Status::Ok();

@@ -472,11 +472,12 @@ void MetaService::RegisterHandlers() {
   s.Handle(Method::kSetLock, Typed<proto::LockRequest>([this](const auto& req, const Responder& r) {
              // A waiting request is granted later, after `req` is gone.
              const bool unlock = req.type() == F_UNLCK;
-             locks_.SetLock(req, [this, r, unlock](const Status& st) {
+             locks_.SetLock(req, [this, r, unlock, ino = req.ino()](const Status& st) {
                if (!st.ok() || unlock) return r.Finish(st);
                proto::LockReply reply;
                reply.set_watch_stream_id(invalidations_.stream_id());
                reply.set_watch_seq(invalidations_.LastChangeNotBy(r.connection_id()));
+               if (auto attr = ns_->GetAttr(ino); attr.ok()) reply.set_version(attr->version());
                r.Reply(reply);
              });
            }));

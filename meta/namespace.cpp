@@ -1153,12 +1153,13 @@ Status Namespace::Readdir(const proto::ReaddirRequest& req, proto::ReaddirReply*
 
 Status Namespace::GetExtents(uint64_t ino, proto::Attr* attr, google::protobuf::RepeatedPtrField<proto::Extent>* extents,
                              uint64_t offset, uint64_t length) const {
+  if (offset > (1ull << 62) || length > (1ull << 62)) return Err(EINVAL, "extent range out of bounds");
   Snapshot snap(db_.get());
   auto rec = ReadInode(db_.get(), snap.ro, ino);
   if (!rec.ok()) return rec.status();
   *attr = rec->attr();
   const std::string prefix = keys::ExtentPrefix(ino);
-  const bool ranged = length != 0 && offset <= (1ull << 62) && length <= (1ull << 62);
+  const bool ranged = length != 0;
   const std::string start = ranged ? keys::Extents(ino, offset / keys::kSlotBytes) : prefix;
   const std::string end =
       ranged ? keys::Extents(ino, (offset + length - 1) / keys::kSlotBytes + 1) : keys::PrefixEnd(prefix);

@@ -262,14 +262,15 @@ void FileStore::Invalidate(uint64_t ino) {
   if (auto inode = Find(ino)) inode->changed_elsewhere = true;
 }
 
-Result<bool> FileStore::RevalidateForLock(uint64_t ino) {
-  auto attr = meta_.GetAttr(ino);
-  if (!attr.ok()) return attr.status();
-  if (auto inode = Find(ino)) inode->changed_elsewhere = true;
-  std::lock_guard lock(cached_versions_mu_);
-  auto it = cached_versions_.find(ino);
-  if (it != cached_versions_.end() && it->second == attr->version()) return false;
-  if (it != cached_versions_.end()) cached_versions_.erase(it);
+bool FileStore::RevalidateForLock(uint64_t ino, uint64_t meta_version) {
+  {
+    std::lock_guard lock(cached_versions_mu_);
+    auto it = cached_versions_.find(ino);
+    // Pages at meta's version were filled with extents of that version too
+    // (both move together: open, own commits, invalidations).
+    if (meta_version != 0 && it != cached_versions_.end() && it->second == meta_version) return false;
+  }
+  Invalidate(ino);
   return true;
 }
 

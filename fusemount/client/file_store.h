@@ -57,12 +57,12 @@ class FileStore {
   // Another mount changed the file: the next read asks meta for its extents.
   // Never waits for an inode lock (runs on the invalidation thread).
   void Invalidate(uint64_t ino);
-  // This mount was just granted a lock on the file. The mount that held it
-  // before may have changed the file up to its unlock, and meta's
-  // invalidation of that change may still be on its way: asks meta now (as
-  // NFS clients revalidate on lock). True if the kernel's pages and
-  // attributes of the file may be stale and must be dropped.
-  Result<bool> RevalidateForLock(uint64_t ino);
+  // This mount was just granted a lock on the file, which meta says is at
+  // `meta_version` (0: unknown). The mount that held it before may have
+  // changed the file up to its unlock, and an invalidation of that may have
+  // been missed. True if the kernel's pages of the file may be stale and
+  // must be dropped (the next read then reloads the extents too).
+  bool RevalidateForLock(uint64_t ino, uint64_t meta_version);
 
   // Compaction: a 1 MiB slot that this mount overwrote piecemeal (a VM
   // image's random 4 KiB writes) is rewritten in the background as one

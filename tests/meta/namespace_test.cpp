@@ -184,6 +184,32 @@ int Commit(NsHarness& h, uint64_t ino, std::vector<proto::Extent> extents, uint6
   return h.Apply(std::move(op)).status().code();
 }
 
+TEST(NamespaceTest, ExtentsOfARangeAreThoseOfTheSlotsItTouches) {
+  NsHarness h;
+  uint64_t f = h.File(kRoot, "image");
+  constexpr uint64_t kMiB = 1 << 20;
+  ASSERT_EQ(Commit(h, f, {MakeExtent(0, 4096, 10), MakeExtent(kMiB + 4096, 4096, 11), MakeExtent(2 * kMiB, 100, 12),
+                          MakeExtent(5 * kMiB, 100, 13)},
+                   5 * kMiB + 100),
+            0);
+  auto chunks = [&](uint64_t offset, uint64_t length) {
+    proto::Attr attr;
+    google::protobuf::RepeatedPtrField<proto::Extent> ex;
+    EXPECT_TRUE(h.ns->GetExtents(f, &attr, &ex, offset, length).ok());
+    std::vector<uint64_t> ids;
+    for (const auto& e : ex) ids.push_back(e.chunk_id());
+    return ids;
+  };
+  EXPECT_EQ(chunks(kMiB, kMiB), (std::vector<uint64_t>{11}));
+  EXPECT_EQ(chunks(kMiB - 1, 2), (std::vector<uint64_t>{10, 11}));  // whole slots, not just the bytes
+  EXPECT_EQ(chunks(kMiB, kMiB + 1), (std::vector<uint64_t>{11, 12}));
+  EXPECT_EQ(chunks(3 * kMiB, kMiB), (std::vector<uint64_t>{}));
+  EXPECT_EQ(chunks(0, 0), (std::vector<uint64_t>{10, 11, 12, 13}));  // length 0: the whole file
+  proto::Attr attr;
+  google::protobuf::RepeatedPtrField<proto::Extent> ex;
+  EXPECT_EQ(h.ns->GetExtents(f, &attr, &ex, UINT64_MAX - 10, 100).code(), EINVAL);
+}
+
 TEST(NamespaceTest, CommitWriteOverlaysExtents) {
   NsHarness h;
   uint64_t f = h.File(kRoot, "f");
