@@ -303,7 +303,16 @@ void ChunkStore::Enqueue(std::unique_ptr<WriteOp> op) {
   queue_cv_.notify_one();
 }
 
+namespace {
+// A compaction after deletes on a full disk that failed is tried again this
+// often, this many times in a row.
+constexpr int kCompactRetries = 12;
+constexpr auto kCompactRetryDelay = std::chrono::seconds(5);
+}  // namespace
+
 void ChunkStore::CommitLoop() {
+  PaceBlobGc(false);  // before RocksDB's first compaction on a disk that may be nearly full
+  int failed_compactions = 0;  // in a row
   for (;;) {
     if (compact_pending_ && std::chrono::steady_clock::now() >= compact_at_) {
       compact_pending_ = false;
@@ -312,6 +321,16 @@ void ChunkStore::CommitLoop() {
       auto space = DiskSpace(options_.db_dir);
       SPOOL_LOG_INFO("chunkstore compacted after deletes on a full disk free={} status=\"{}\"",
                      space.ok() ? space->free_bytes : 0, s.ToString());
+      failed_compactions = s.ok() ? 0 : failed_compactions + 1;
+      if (!s.ok() && failed_compactions <= kCompactRetries) {
+        // Most likely RocksDB stopped on a background error (out of space):
+        // it refuses compactions until resumed. Try again in a while; the
+        // deletes are in, only their space is not back yet.
+        if (auto resumed = db_->Resume(); !resumed.ok())
+          SPOOL_LOG_WARN("chunkstore resume error=\"{}\"", resumed.ToString());
+        compact_pending_ = true;
+        compact_at_ = compact_deadline_ = last_compact_ + kCompactRetryDelay;
+      }
     }
     std::vector<std::unique_ptr<WriteOp>> ops;
     {
@@ -319,7 +338,9 @@ void ChunkStore::CommitLoop() {
       auto ready = [&] { return stopping_ || !queue_.empty() || !background_queue_.empty(); };
       auto wake_at = std::chrono::steady_clock::time_point::max();
       if (compact_pending_) wake_at = compact_at_;
-      if (blob_gc_paused_) wake_at = std::min(wake_at, last_background_ + options_.blob_gc_resume_after);
+      if (blob_gc_paused_)
+        wake_at = std::min(wake_at, gc_paused_for_space_ ? next_gc_space_check_
+                                                         : last_background_ + options_.blob_gc_resume_after);
       if (wake_at != std::chrono::steady_clock::time_point::max()) {
         if (!queue_cv_.wait_until(lock, wake_at, ready)) {  // time to compact or to resume blob GC
           lock.unlock();
@@ -356,7 +377,28 @@ void ChunkStore::CommitLoop() {
 void ChunkStore::PaceBlobGc(bool background_in_batch) {
   const auto now = std::chrono::steady_clock::now();
   if (background_in_batch) last_background_ = now;
-  const bool pause = background_in_batch || (blob_gc_paused_ && now - last_background_ < options_.blob_gc_resume_after);
+  const char* reason = nullptr;
+  if (background_in_batch || (blob_gc_paused_ && now - last_background_ < options_.blob_gc_resume_after)) {
+    reason = "background-writes";
+  } else if (now >= next_gc_space_check_ || gc_paused_for_space_) {
+    // RocksDB's own blob GC (in every compaction it runs) copies the live
+    // chunks of the oldest quarter of the blob files before it deletes them.
+    // On a nearly full disk that copy runs out of space, RocksDB stops with a
+    // background error, and a compaction that would drop deleted chunks is
+    // then refused too: the brick could never get its space back. So it runs
+    // only while the copy fits (Compact() collects what it can when there is less).
+    next_gc_space_check_ = now + std::chrono::seconds(1);
+    uint64_t blob_bytes = 0, garbage_bytes = 0;
+    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileSize, &blob_bytes);
+    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileGarbageSize, &garbage_bytes);
+    const uint64_t live = blob_bytes > garbage_bytes ? blob_bytes - garbage_bytes : 0;
+    uint64_t needed = options_.reserve_bytes + live / 4;
+    if (gc_paused_for_space_) needed += options_.reserve_bytes / 2;  // resume with a margin: no flapping
+    auto space = DiskSpace(options_.db_dir);
+    gc_paused_for_space_ = space.ok() && space->free_bytes < needed;
+    if (gc_paused_for_space_) reason = "disk-space-low";
+  }
+  const bool pause = reason != nullptr;
   if (pause == blob_gc_paused_) return;
   auto s = db_->SetOptions(data_cf_, {{"enable_blob_garbage_collection", pause ? "false" : "true"}});
   if (!s.ok()) {
@@ -364,8 +406,7 @@ void ChunkStore::PaceBlobGc(bool background_in_batch) {
     return;
   }
   blob_gc_paused_ = pause;
-  SPOOL_LOG_INFO("chunkstore blob_gc={} reason={}", pause ? "paused" : "resumed",
-                 pause ? "background-writes" : "background-writes-ended");
+  SPOOL_LOG_INFO("chunkstore blob_gc={} reason={}", pause ? "paused" : "resumed", pause ? reason : "ended");
 }
 
 std::unordered_map<std::string, ChunkStore::Existing> ChunkStore::ReadExisting(

@@ -173,7 +173,8 @@ class ChunkStore {
   void Enqueue(std::unique_ptr<WriteOp> op);
   void CommitLoop();
   void CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops);
-  // Pauses blob GC while background writes flow; resumes it after a quiet spell.
+  // Pauses blob GC while background writes flow, and while the disk has no
+  // room for it; resumes it after a quiet spell with room.
   void PaceBlobGc(bool background_in_batch);
   // What the database holds under one key before a batch is written.
   struct Existing {
@@ -205,7 +206,9 @@ class ChunkStore {
   std::chrono::steady_clock::time_point compact_at_;
   std::chrono::steady_clock::time_point compact_deadline_;  // latest compact_at_ of this burst
   std::chrono::steady_clock::time_point last_compact_;
-  bool blob_gc_paused_ = false;                        // during background writes
+  bool blob_gc_paused_ = false;                        // during background writes, or on a nearly full disk
+  bool gc_paused_for_space_ = false;                   // the disk has no room for RocksDB's blob GC
+  std::chrono::steady_clock::time_point next_gc_space_check_;
   std::chrono::steady_clock::time_point last_background_;  // last batch with a background write
   std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};

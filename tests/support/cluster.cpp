@@ -5,6 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <deque>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -37,7 +41,42 @@ LocalCluster::LocalCluster(ClusterConfig config) : config_(std::move(config)) {
   }
 }
 
+namespace {
+
+// The last `lines` lines of a daemon's log, without the lines every client
+// disconnect writes, which would bury everything else.
+std::string LogTail(const std::string& path, size_t lines) {
+  std::ifstream in(path);
+  std::deque<std::string> tail;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("client connection closed") != std::string::npos) continue;
+    tail.push_back(std::move(line));
+    if (tail.size() > lines) tail.pop_front();
+  }
+  std::string out;
+  for (auto& l : tail) out += "  | " + l + "\n";
+  return out;
+}
+
+}  // namespace
+
+void LocalCluster::ReportOnFailure() {
+  if (!::testing::Test::HasFailure()) return;
+  // CI keeps no files of a failed run: what the daemons said goes to the test's output.
+  std::string report = "=== the test failed; the daemons' last log lines (" + dir_.path() + ") ===\n";
+  report += "meta (" + std::string(meta_.running() ? "running" : "not running") + "):\n" +
+            LogTail(dir_.Sub("meta.log"), 20);
+  for (size_t i = 0; i < bricks_.size(); ++i)
+    report += "brick" + std::to_string(i) + " (" + (bricks_[i]->running() ? "running" : "not running") + "):\n" +
+              LogTail(dir_.Sub("brick" + std::to_string(i) + ".log"), 30);
+  for (const auto& m : mounts_)
+    report += "mount " + m.path + ":\n" + LogTail(m.path + ".log", 20);
+  std::fputs(report.c_str(), stderr);
+}
+
 LocalCluster::~LocalCluster() {
+  ReportOnFailure();
   for (auto& m : mounts_) {
     if (m.process && m.process->running()) Unmount(m.path);
   }

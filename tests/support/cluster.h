@@ -74,6 +74,9 @@ class LocalCluster {
     std::unique_ptr<ChildProcess> process;
   };
 
+  // If the running test failed, prints the tail of every daemon's log.
+  void ReportOnFailure();
+
   ClusterConfig config_;
   TempDir dir_;
   std::string key_path_;
