@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "common/thread_priority.h"
 #include "spool.pb.h"
 
 namespace spool::brick {
@@ -57,6 +58,7 @@ void BrickService::Stop() {
 }
 
 void BrickService::BulkLoop() {
+  RunThisThreadInBackground();  // bulk reads serve repair, moves and scrub
   for (;;) {
     std::function<void()> work;
     {

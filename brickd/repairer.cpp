@@ -6,6 +6,7 @@
 
 #include "brickd/brick_service.h"
 #include "common/log.h"
+#include "common/thread_priority.h"
 
 namespace spool::brick {
 namespace {
@@ -74,8 +75,16 @@ Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, Repa
 Repairer::~Repairer() { Stop(); }
 
 void Repairer::Start() {
-  for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { WorkerLoop(); });
-  scrubber_ = std::thread([this] { ScrubLoop(); });
+  // Their pulls (threads they start) inherit the background priority.
+  for (int i = 0; i < std::max(1, options_.workers); ++i)
+    workers_.emplace_back([this] {
+      RunThisThreadInBackground();
+      WorkerLoop();
+    });
+  scrubber_ = std::thread([this] {
+    RunThisThreadInBackground();
+    ScrubLoop();
+  });
 }
 
 void Repairer::Stop() {
