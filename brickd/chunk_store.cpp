@@ -83,6 +83,13 @@ Status ValidateChunkAddress(uint32_t pg, uint64_t chunk_id) {
   return Status::Ok();
 }
 
+std::optional<rocksdb::CompressionType> CompressionNamed(const std::string& name) {
+  if (name == "zstd") return rocksdb::kZSTD;
+  if (name == "lz4") return rocksdb::kLZ4Compression;
+  if (name == "none") return rocksdb::kNoCompression;
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string ChunkKey(uint32_t pg, uint64_t chunk_id) {
@@ -186,10 +193,17 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
   data_options.blob_file_size = options.blob_file_size;
   data_options.enable_blob_garbage_collection = true;
   data_options.blob_garbage_collection_age_cutoff = 0.25;
+  const auto compression = CompressionNamed(options.compression);
+  if (!compression)
+    return Status::Error(EINVAL, "unknown compression \"" + options.compression + "\" (zstd, lz4 or none)");
   auto supported = rocksdb::GetSupportedCompressions();
-  bool zstd = std::find(supported.begin(), supported.end(), rocksdb::kZSTD) != supported.end();
-  data_options.blob_compression_type = zstd ? rocksdb::kZSTD : rocksdb::kNoCompression;
-  if (!zstd) SPOOL_LOG_WARN("chunkstore zstd=unsupported blob_compression=none");
+  data_options.blob_compression_type = *compression;
+  if (*compression != rocksdb::kNoCompression &&
+      std::find(supported.begin(), supported.end(), *compression) == supported.end()) {
+    SPOOL_LOG_WARN("chunkstore compression={} unsupported by this RocksDB; chunks stored uncompressed",
+                   options.compression);
+    data_options.blob_compression_type = rocksdb::kNoCompression;
+  }
   data_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
 
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {

@@ -7,7 +7,8 @@
 //   "meta": format(1) + BE32 crc32c + BE32 length, and for a chunk of more
 //           than 64 KiB the BE32 crc32c of each 64 KiB block. Small; stat and
 //           list read only this family and never touch a blob.
-//   "data": the chunk bytes, stored in RocksDB blob files (zstd, blob GC), so
+//   "data": the chunk bytes, stored in RocksDB blob files (LZ4 by default,
+//           or zstd or none: --compression; blob GC), so
 //           many small chunks are packed into large sequential files; up to
 //           64 KiB as one value (format 1), larger ones one value per 64 KiB
 //           block under key + BE32(block) (format 2), so that a small read

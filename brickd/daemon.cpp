@@ -22,6 +22,7 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
   ChunkStoreOptions store_options;
   store_options.db_dir = options.data_dir + "/db";
   store_options.reserve_bytes = options.reserve_bytes;
+  store_options.compression = options.compression;
   auto store = ChunkStore::Open(store_options);
   if (!store.ok()) return store.status();
   d->store_ = std::move(store).value();

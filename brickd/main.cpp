@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--reserve-bytes", options.reserve_bytes, "refuse puts when free space falls below this")
       ->capture_default_str();
+  app.add_option("--compression", options.compression, "compression of chunk bytes on disk: zstd, lz4 or none")
+      ->capture_default_str()->check(CLI::IsMember({"zstd", "lz4", "none"}));
   app.add_option("--threads", options.threads, "RPC io threads")->capture_default_str();
   uint64_t repair_mbps = options.repair.repair_bytes_per_sec >> 20, scrub_mbps = options.repair.scrub_bytes_per_sec >> 20;
   int64_t scrub_hours = options.repair.scrub_interval.count() / 3600;

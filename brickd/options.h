@@ -13,6 +13,13 @@ constexpr uint32_t kMaxChunkBytes = 1u << 20;
 // Placement groups are numbered below this bound (2^20), whatever the cluster's pg_count.
 constexpr uint32_t kMaxPgCount = 1u << 20;
 
+// RocksDB compresses every chunk on its own, with a fresh context. LZ4 is the
+// default: measured here, zstd (level 3, RocksDB's) compressed text about 4x
+// slower (125 vs 500 MB/s) and cost a rebuild a fifth of its speed (6,923 vs
+// 8,827 chunks/s unthrottled), for 1.4x less space on text (8 KiB pieces of
+// licence texts: 2.74x vs 1.91x). `--compression zstd` trades the CPU for space.
+inline constexpr const char* kDefaultCompression = "lz4";
+
 struct ChunkStoreOptions {
   // Directory of the RocksDB database (created if missing).
   std::string db_dir;
@@ -24,6 +31,9 @@ struct ChunkStoreOptions {
   uint64_t write_buffer_size = 64ull << 20;
   // Blob file size: chunks are packed into files of about this size.
   uint64_t blob_file_size = 256ull << 20;
+  // How chunk bytes are compressed in blob files: "zstd", "lz4" or "none".
+  // Only new blob files use it; each file records its own.
+  std::string compression = kDefaultCompression;
   // Most bytes the committer writes in one synced WriteBatch.
   uint64_t max_batch_bytes = 32ull << 20;
   // Most bytes of background writes (repair puts) in one synced WriteBatch:
@@ -85,6 +95,7 @@ struct BrickOptions {
   std::string failure_domain;          // --failure-domain; empty = this host's name
   std::string advertise;               // --advertise HOST:PORT; empty = listen
   uint64_t reserve_bytes = 64ull << 20;  // --reserve-bytes
+  std::string compression = kDefaultCompression;  // --compression
   int threads = 4;                     // --threads: RPC io threads
   RepairOptions repair;                // --repair-mbps, --repair-workers, --scrub-mbps, --scrub-interval-hours
   PgGcOptions gc;                      // --gc-delay-ms, --gc-chunks-per-sec

@@ -20,17 +20,18 @@ using spool::testing::RandomBytes;
 class ChunkStoreTest : public ::testing::Test {
  protected:
   void SetUp() override { Open(); }
-  void Open() {
+  void Open(const std::string& compression = kDefaultCompression) {
     ChunkStoreOptions options;
     options.db_dir = dir_.Sub("db");
     options.reserve_bytes = 0;
+    options.compression = compression;
     auto store = ChunkStore::Open(options);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
   }
-  void Reopen() {
+  void Reopen(const std::string& compression = kDefaultCompression) {
     store_.reset();
-    Open();
+    Open(compression);
   }
   static ChunkWrite Write(uint32_t pg, uint64_t id, const std::string& bytes) {
     return ChunkWrite{ChunkInfo{id, pg, Crc32c(bytes), static_cast<uint32_t>(bytes.size())}, bytes};
@@ -263,6 +264,38 @@ TEST_F(ChunkStoreTest, ChunksSurviveReopen) {
   ASSERT_TRUE(store_->PutSync(1, 1, RandomBytes(70000, 9)).ok());
   Reopen();
   EXPECT_EQ(*store_->Get(1, 1), RandomBytes(70000, 9));
+}
+
+TEST_F(ChunkStoreTest, ChunksStoredWithEachCompressionStayReadable) {
+  // Mail-like text (compressible) and random bytes, small and in blocks;
+  // a reopen flushes them into blob files of that compression.
+  auto text = [](int seed) {
+    std::string t;
+    while (t.size() < 90000) t += "Received: from mx" + std::to_string(seed) + ".example.org by spool; line " + std::to_string(t.size()) + "\n";
+    return t;
+  };
+  const std::vector<std::string> compressions = {"zstd", "lz4", "none"};
+  for (size_t i = 0; i < compressions.size(); ++i) {
+    Reopen(compressions[i]);
+    ASSERT_TRUE(store_->PutSync(2, 10 + i, text(static_cast<int>(i)).substr(0, 3000)).ok());
+    ASSERT_TRUE(store_->PutSync(2, 20 + i, text(static_cast<int>(i))).ok());
+    ASSERT_TRUE(store_->PutSync(2, 30 + i, RandomBytes(5000, i)).ok());
+  }
+  Reopen("lz4");
+  for (size_t i = 0; i < compressions.size(); ++i) {
+    SCOPED_TRACE(compressions[i]);
+    EXPECT_EQ(*store_->Get(2, 10 + i), text(static_cast<int>(i)).substr(0, 3000));
+    EXPECT_EQ(*store_->Get(2, 20 + i), text(static_cast<int>(i)));
+    EXPECT_EQ(*store_->Get(2, 30 + i), RandomBytes(5000, i));
+  }
+  store_.reset();
+  ChunkStoreOptions options;
+  options.db_dir = dir_.Sub("db");
+  options.compression = "snappy";
+  auto refused = ChunkStore::Open(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), EINVAL);
+  Open();
 }
 
 TEST_F(ChunkStoreTest, CorruptBytesOnDiskAreNeverServed) {
