@@ -402,11 +402,7 @@ void ChunkStore::PaceBlobGc(bool background_in_batch) {
     // then refused too: the brick could never get its space back. So it runs
     // only while the copy fits (Compact() collects what it can when there is less).
     next_gc_space_check_ = now + std::chrono::seconds(1);
-    uint64_t blob_bytes = 0, garbage_bytes = 0;
-    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileSize, &blob_bytes);
-    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileGarbageSize, &garbage_bytes);
-    const uint64_t live = blob_bytes > garbage_bytes ? blob_bytes - garbage_bytes : 0;
-    uint64_t needed = options_.reserve_bytes + live / 4;
+    uint64_t needed = options_.reserve_bytes + BlobUsage().live / 4;
     if (gc_paused_for_space_) needed += options_.reserve_bytes / 2;  // resume with a margin: no flapping
     auto space = DiskSpace(options_.db_dir);
     gc_paused_for_space_ = space.ok() && space->free_bytes < needed;
@@ -587,6 +583,13 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
   }
 }
 
+ChunkStore::BlobBytes ChunkStore::BlobUsage() {
+  uint64_t total = 0, garbage = 0;
+  db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileSize, &total);
+  db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileGarbageSize, &garbage);
+  return {total > garbage ? total - garbage : 0, garbage};
+}
+
 Status ChunkStore::Compact() {
   // First drop deleted keys without moving any blob: blob files left with
   // no live chunk are removed, and this needs little space. Then collect
@@ -603,11 +606,8 @@ Status ChunkStore::Compact() {
   }
   options.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
   for (int round = 0; round < 8; ++round) {
-    uint64_t blob_bytes = 0, garbage_bytes = 0;
-    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileSize, &blob_bytes);
-    db_->GetIntProperty(data_cf_, rocksdb::DB::Properties::kLiveBlobFileGarbageSize, &garbage_bytes);
+    const auto [live, garbage_bytes] = BlobUsage();
     if (garbage_bytes == 0) break;
-    uint64_t live = blob_bytes > garbage_bytes ? blob_bytes - garbage_bytes : 0;
     auto space = DiskSpace(options_.db_dir);
     if (!space.ok()) return space.status();
     uint64_t margin = options_.reserve_bytes / 4;

@@ -177,6 +177,12 @@ class ChunkStore {
   // Pauses blob GC while background writes flow, and while the disk has no
   // room for it; resumes it after a quiet spell with room.
   void PaceBlobGc(bool background_in_batch);
+  // Bytes of the blob files: still referenced (live), and dead but not yet collected.
+  struct BlobBytes {
+    uint64_t live = 0;
+    uint64_t garbage = 0;
+  };
+  BlobBytes BlobUsage();
   // What the database holds under one key before a batch is written.
   struct Existing {
     std::optional<uint32_t> crc32c;  // absent (or unreadable metadata): none
