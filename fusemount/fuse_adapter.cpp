@@ -264,9 +264,10 @@ void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 }
 
 void FuseAdapter::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-  auto data = files_.Read(ino, static_cast<uint64_t>(off), size);
-  if (!data.ok()) return ReplyStatus(req, data.status());
-  fuse_reply_buf(req, data->data(), data->size());
+  files_.ReadAsync(ino, static_cast<uint64_t>(off), size, [req](Result<std::string> data) {
+    if (!data.ok()) return ReplyStatus(req, data.status());
+    fuse_reply_buf(req, data->data(), data->size());
+  });
 }
 
 void FuseAdapter::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {

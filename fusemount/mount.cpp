@@ -3,9 +3,11 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <thread>
 
 #include <spdlog/sinks/basic_file_sink.h>
 
@@ -30,6 +32,7 @@ void Usage() {
                "  -f                     stay in the foreground\n"
                "  -d                     foreground with FUSE debug output\n"
                "  --threads N            FUSE worker threads (default 16)\n"
+               "  --io-threads N         RPC threads (default: one per four cores, at least one)\n"
                "  --write-quorum N       copies durable before a write is acknowledged (default 2)\n"
                "  --hard-timeout-ms N    how long calls retry through an outage (default 60000)\n"
                "  --attr-timeout S       kernel attribute cache lifetime in seconds (default 60)\n"
@@ -91,6 +94,9 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
         c->foreground = c->debug = true;
       } else if (a == "--threads") {
         c->threads = std::stoi(next());
+      } else if (a == "--io-threads") {
+        c->io_threads = std::stoi(next());
+        if (c->io_threads < 1 || c->io_threads > 64) throw std::invalid_argument("--io-threads must be 1..64");
       } else if (a == "--write-quorum") {
         c->options.write_quorum = static_cast<uint32_t>(std::stoul(next()));
       } else if (a == "--hard-timeout-ms") {
@@ -225,7 +231,10 @@ int RunMount(const MountCommand& command) {
     }
   }
 
-  runtime_owner = std::make_unique<rpc::IoRuntime>(4);
+  const int io_threads = command.io_threads > 0
+                             ? command.io_threads
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 4));
+  runtime_owner = std::make_unique<rpc::IoRuntime>(io_threads);
   runtime = runtime_owner.get();
   meta = std::make_unique<MetaClient>(runtime->io(), options, *key);
   auto started = meta->Start();
@@ -261,6 +270,7 @@ int RunMount(const MountCommand& command) {
   fuse_loop_cfg_destroy(config);
 
   invalidator.Stop();
+  files->WaitForAsyncReads();  // their replies need the session
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

@@ -15,6 +15,9 @@ struct MountCommand {
   bool foreground = false;
   bool debug = false;
   int threads = 16;
+  // Threads that send requests and take replies; 0: one per four cores. On
+  // a small host every extra one adds a thread hand-off to each reply.
+  int io_threads = 0;
   std::vector<std::string> fuse_options;  // passed to the kernel as -o
   std::string log_level = "info";
   std::string log_file;  // where a daemonized mount logs (else stderr, lost once detached)

@@ -1,5 +1,9 @@
 #include "common/rpc/connection.h"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
 #include <atomic>
 
 #include "common/bytes.h"
@@ -182,54 +186,78 @@ void Connection::SendRaw(uint16_t method, uint16_t flags, int32_t status, uint64
   OutFrame out;
   out.prefix = EncodeFramePrefix(method, flags, status, request_id, header, payload.size());
   out.payload = std::move(payload);
-  asio::post(strand_, [self = shared_from_this(), out = std::move(out)]() mutable {
-    if (self->closed_) return;
-    self->out_.push_back(std::move(out));
-    if (!self->writing_) self->StartWrite();
-  });
+  std::lock_guard lock(send_mu_);
+  if (closed_ || closing_) return;
+  if (!writing_ && TrySendNowLocked(out)) return;
+  out_.push_back(std::move(out));
+  if (writing_) return;
+  writing_ = true;
+  asio::post(strand_, [self = shared_from_this()] { self->StartWrite(); });
+}
+
+bool Connection::TrySendNowLocked(OutFrame& out) {
+  std::array<iovec, 2> iov{iovec{out.prefix.data(), out.prefix.size()}, iovec{out.payload.data(), out.payload.size()}};
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = iov.size();
+  const ssize_t n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) return false;  // EAGAIN, EINTR or an error: the strand's write retries or reports it
+  const size_t sent = static_cast<size_t>(n);
+  if (sent == out.prefix.size() + out.payload.size()) return true;
+  // A partial send: the rest goes out from the strand, in order.
+  if (sent < out.prefix.size()) {
+    out.prefix.erase(0, sent);
+  } else {
+    out.payload.erase(0, sent - out.prefix.size());
+    out.prefix.clear();
+  }
+  return false;
 }
 
 void Connection::StartWrite() {
-  if (out_.empty() || closed_) {
+  std::lock_guard lock(send_mu_);
+  if (out_.empty() || closed_ || closing_) {
+    out_.clear();
     writing_ = false;
     return;
   }
-  writing_ = true;
+  // References to the front frame stay valid while other threads append.
   auto& front = out_.front();
   std::array<asio::const_buffer, 2> buffers{asio::buffer(front.prefix), asio::buffer(front.payload)};
   asio::async_write(socket_, buffers,
                     asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec, size_t) {
-                      if (ec) {
-                        self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));
+                      if (ec) self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));
+                      {
+                        std::lock_guard lock(self->send_mu_);
+                        self->out_.pop_front();
                       }
-                      if (self->closed_) {
-                        // CloseOnStrand kept the frame being written alive for us.
-                        self->out_.clear();
-                        self->writing_ = false;
-                        return;
-                      }
-                      self->out_.pop_front();
                       self->StartWrite();
                     }));
 }
 
 void Connection::Close(const Status& why) {
+  {
+    // Nothing is sent after Close returns, even before the strand closes
+    // the socket (a stopping server's dropped requests get no reply).
+    std::lock_guard lock(send_mu_);
+    closing_ = true;
+  }
   asio::post(strand_, [self = shared_from_this(), why] { self->CloseOnStrand(why); });
 }
 
 void Connection::CloseOnStrand(const Status& why) {
-  if (closed_) return;
-  closed_ = true;
-  asio::error_code ec;
-  handshake_timer_.cancel();
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
-  // A write in flight still refers to the front frame's buffers; its
-  // completion handler releases it.
-  if (writing_)
-    out_.erase(out_.begin() + 1, out_.end());
-  else
-    out_.clear();
+  {
+    std::lock_guard lock(send_mu_);
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ec;
+    handshake_timer_.cancel();
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    // A write in flight still refers to the front frame's buffers; its
+    // completion handler releases it (StartWrite clears the rest).
+    if (!writing_) out_.clear();
+  }
   // A peer going away normally is not news; anything else is one log line.
   if (why.code() != ECONNRESET || !handshaken_)
     SPOOL_LOG_INFO("{} connection closed peer={} reason=\"{}\"", component_, peer_, why.ToString());

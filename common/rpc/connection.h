@@ -2,8 +2,11 @@
 //
 // A Connection runs the handshake (HMAC-SHA256 challenge-response over the
 // cluster key, both directions), then delivers every frame it reads to a
-// callback and sends frames queued from any thread. All socket work runs on
-// the connection's strand.
+// callback and sends frames queued from any thread. Reading, closing and
+// queued writes run on the connection's strand; a frame sent while nothing
+// is queued goes out at once from the sending thread (one non-blocking
+// send, no hand-off to an io thread: on a small machine each wake-up of
+// another thread costs more than the send itself).
 #pragma once
 
 #include <google/protobuf/message_lite.h>
@@ -11,7 +14,9 @@
 #include <asio.hpp>
 #include <deque>
 #include <functional>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common/cluster_key.h"
@@ -58,6 +63,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<void> RunServer(std::shared_ptr<Connection> keep_alive);
   asio::awaitable<void> RunClient(std::shared_ptr<Connection> keep_alive, ReadyHandler on_ready);
   asio::awaitable<void> ReadLoop();
+  // Sends what it can of `out` now; false if the socket would block (or
+  // failed: the strand's write then reports it). REQUIRES: send_mu_ held.
+  bool TrySendNowLocked(OutFrame& out);
   void StartWrite();  // on strand
   void CloseOnStrand(const Status& why);
   void ArmHandshakeTimer();
@@ -71,11 +79,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const uint64_t id_;
   FrameHandler on_frame_;
   CloseHandler on_close_;
-  // Guarded by strand_.
-  std::deque<OutFrame> out_;
-  bool writing_ = false;
-  bool closed_ = false;
-  bool handshaken_ = false;
+  // Guards out_, writing_, and the socket's fd against a close while a
+  // sending thread writes to it.
+  std::mutex send_mu_;
+  std::deque<OutFrame> out_;  // the front is being written while writing_
+  bool writing_ = false;      // the strand owns the send side until out_ drains
+  bool closing_ = false;      // Close() was called
+  // Set under send_mu_ on the strand; read anywhere.
+  std::atomic<bool> closed_{false};
+  bool handshaken_ = false;  // guarded by strand_
 };
 
 // Parses a host:port string ("127.0.0.1:7000", "[::1]:7000").

@@ -249,6 +249,51 @@ Result<std::string> ChunkClient::ReadRange(uint64_t chunk_id, uint32_t crc32c, u
   return FetchFromCopies(chunk_id, crc32c, chunk_length, offset, length);
 }
 
+std::vector<const proto::BrickEntry*> ChunkClient::CopiesInReadOrder(const proto::ClusterMap& map, uint32_t pg) {
+  std::vector<const proto::BrickEntry*> order, later;
+  for (uint32_t id : map.pgs(pg).bricks()) {
+    auto* b = FindBrick(map, id);
+    if (!b) continue;
+    (b->state() == proto::BRICK_UP && !Suspect(id) ? order : later).push_back(b);
+  }
+  // A new member may not have this chunk yet during a move.
+  for (uint32_t id : map.pgs(pg).leaving()) {
+    auto* b = FindBrick(map, id);
+    if (b && b->state() == proto::BRICK_UP && !Suspect(id)) order.push_back(b);
+  }
+  order.insert(order.end(), later.begin(), later.end());
+  return order;
+}
+
+void ChunkClient::ReadRangeAsync(uint64_t chunk_id, uint32_t chunk_length, uint32_t offset, uint32_t length,
+                                 RangeDone done) {
+  if (offset > chunk_length || length > chunk_length - offset)
+    return done(Status::Error(EIO, "extent beyond its chunk"));
+  if (auto cached = cache_.Get(chunk_id)) return done(cached->substr(offset, length));
+  auto map = view_.map();
+  if (!map || map->pg_count() == 0) return done(Status::Error(EIO, "no cluster map from meta"));
+  const uint32_t pg = PgOfChunk(chunk_id, map->pg_count());
+  if (pg >= static_cast<uint32_t>(map->pgs_size())) return done(Status::Error(EIO, "cluster map has too few groups"));
+  const auto order = CopiesInReadOrder(*map, pg);
+  if (order.empty()) return done(Status::Error(EIO, "no copy of chunk " + std::to_string(chunk_id)));
+  const uint32_t brick_id = order.front()->id();
+  proto::GetChunkRequest request;
+  request.set_pg(pg);
+  request.set_chunk_id(chunk_id);
+  request.set_offset(offset);
+  request.set_length(length);
+  bricks_.Get(order.front()->address())
+      ->CallAsync(Method::kGetChunk, request, {}, options_.rpc_timeout,
+                  [this, brick_id, length, done = std::move(done)](Result<rpc::Frame> reply) {
+                    if (!reply.ok()) {
+                      if (IsTransportError(reply.status().code())) MarkSuspect(brick_id);
+                      return done(reply.status());
+                    }
+                    if (reply->payload().size() != length) return done(Status::Error(EIO, "short range from brick"));
+                    done(std::string(reply->payload()));
+                  });
+}
+
 Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc32c, uint32_t length,
                                                  uint32_t range_offset, uint32_t range_length) {
   auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
@@ -259,21 +304,7 @@ Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc
     if (!map || map->pg_count() == 0) return Status::Error(EIO, "no cluster map from meta");
     uint32_t pg = PgOfChunk(chunk_id, map->pg_count());
     if (pg >= static_cast<uint32_t>(map->pgs_size())) return Status::Error(EIO, "cluster map has too few groups");
-    // Live copies first; a brick marked down or that just failed is tried
-    // last, in case the map is stale.
-    std::vector<const proto::BrickEntry*> order, later;
-    for (uint32_t id : map->pgs(pg).bricks()) {
-      auto* b = FindBrick(*map, id);
-      if (!b) continue;
-      (b->state() == proto::BRICK_UP && !Suspect(id) ? order : later).push_back(b);
-    }
-    // During a move the old copies are on the leaving bricks (a new member
-    // may not have this chunk yet): after the members, before failed ones.
-    for (uint32_t id : map->pgs(pg).leaving()) {
-      auto* b = FindBrick(*map, id);
-      if (b && b->state() == proto::BRICK_UP && !Suspect(id)) order.push_back(b);
-    }
-    order.insert(order.end(), later.begin(), later.end());
+    const auto order = CopiesInReadOrder(*map, pg);
     for (const auto* brick : order) {
       proto::GetChunkRequest request;
       request.set_pg(pg);

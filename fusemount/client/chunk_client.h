@@ -8,6 +8,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <list>
 #include <thread>
 #include <memory>
@@ -93,8 +94,17 @@ class ChunkClient {
   // the bytes.
   Result<std::string> ReadRange(uint64_t chunk_id, uint32_t crc32c, uint32_t chunk_length, uint32_t offset,
                                 uint32_t length);
+  // ReadRange without waiting: one try of the first live copy; `done` runs
+  // once, on an io thread (or here), and must not block. On an error the
+  // caller falls back to ReadRange, which tries every copy through outages.
+  using RangeDone = std::function<void(Result<std::string>)>;
+  void ReadRangeAsync(uint64_t chunk_id, uint32_t chunk_length, uint32_t offset, uint32_t length, RangeDone done);
 
  private:
+  // The copies of chunk_id's group in the order reads try them: live
+  // members, then leaving members (the old copies during a move), then
+  // members marked down or suspect, in case the map is stale.
+  std::vector<const proto::BrickEntry*> CopiesInReadOrder(const proto::ClusterMap& map, uint32_t pg);
   // Tries the copies of the chunk in turn (and again through outages until
   // the hard timeout). range_length 0: the whole chunk, checked against
   // `crc32c` here; else that range, as checked by the brick.

@@ -309,6 +309,19 @@ Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
   return Status::Ok();
 }
 
+Result<FileStore::ReadPlan> FileStore::PlanReadLocked(uint64_t ino, Inode& inode, uint64_t offset, size_t size) {
+  auto s = LoadExtentsLocked(ino, inode);
+  if (!s.ok()) return s;
+  ReadPlan plan;
+  plan.generation = inode.flushes;
+  if (offset >= inode.size) return plan;
+  plan.want = static_cast<size_t>(std::min<uint64_t>(size, inode.size - offset));
+  const uint64_t end = offset + plan.want;
+  plan.extents = ExtentsIn(inode.extents, offset, plan.want);
+  for (const auto& [doff, bytes] : inode.dirty) plan.buffered_in_range |= doff < end && doff + bytes.size() > offset;
+  return plan;
+}
+
 Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) {
   auto inode = FindOrAdd(ino);
   // Chunks are read without the inode lock; if a flush (ours, or the
@@ -318,27 +331,18 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
   // reads of a VM image, whose bytes it moves but never changes.
   bool retried_stale = false;
   for (;;) {
-    std::vector<proto::Extent> extents;
-    uint64_t generation;
-    bool buffered_in_range = false;
-    size_t want = size;
+    Result<ReadPlan> plan = Status::Ok();
     {
       std::lock_guard lock(inode->mu);
-      auto s = LoadExtentsLocked(ino, *inode);
-      if (!s.ok()) return s;
-      generation = inode->flushes;
-      if (offset >= inode->size) return std::string();
-      want = static_cast<size_t>(std::min<uint64_t>(size, inode->size - offset));
-      const uint64_t end = offset + want;
-      extents = ExtentsIn(inode->extents, offset, want);
-      for (const auto& [doff, bytes] : inode->dirty)
-        buffered_in_range |= doff < end && doff + bytes.size() > offset;
+      plan = PlanReadLocked(ino, *inode, offset, size);
     }
-    std::string out(want, '\0');
-    const uint64_t end = offset + want;
-    auto filled = FillFromExtents(ino, extents, offset, out);
+    if (!plan.ok()) return plan.status();
+    if (plan->want == 0) return std::string();
+    std::string out(plan->want, '\0');
+    const uint64_t end = offset + plan->want;
+    auto filled = FillFromExtents(ino, plan->extents, offset, out);
     std::lock_guard lock(inode->mu);
-    if (buffered_in_range && inode->flushes != generation) continue;
+    if (plan->buffered_in_range && inode->flushes != plan->generation) continue;
     if (!filled.ok()) {
       if (retried_stale) return filled;
       // A chunk we were pointed at may be gone because another mount (or
@@ -356,6 +360,49 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
     }
     return out;
   }
+}
+
+void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone done) {
+  auto inode = FindOrAdd(ino);
+  Result<ReadPlan> plan = Status::Ok();
+  {
+    std::lock_guard lock(inode->mu);
+    plan = PlanReadLocked(ino, *inode, offset, size);
+  }
+  if (!plan.ok()) return done(plan.status());
+  if (plan->want == 0) return done(std::string());
+  // One extent covering the whole range, nothing buffered over it, and a
+  // small piece of a large chunk (what FillFromExtents reads as a range).
+  const proto::Extent* only = plan->extents.size() == 1 ? &plan->extents[0] : nullptr;
+  const bool one_piece = only && !plan->buffered_in_range && only->file_offset() <= offset &&
+                         only->file_offset() + only->length() >= offset + plan->want &&
+                         only->chunk_length() > kWholeChunkReadBytes && plan->want * 8 <= only->chunk_length();
+  if (!one_piece) return done(Read(ino, offset, size));
+  {
+    std::lock_guard lock(async_reads_mu_);
+    ++async_reads_;
+  }
+  auto finish = [this, done = std::move(done)](Result<std::string> result) {
+    done(std::move(result));
+    std::lock_guard lock(async_reads_mu_);
+    if (--async_reads_ == 0) async_reads_cv_.notify_all();
+  };
+  const uint64_t in_chunk = only->chunk_offset() + (offset - only->file_offset());
+  chunks_.ReadRangeAsync(
+      only->chunk_id(), only->chunk_length(), static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(plan->want),
+      [this, ino, offset, size, finish = std::move(finish)](Result<std::string> range) mutable {
+        if (range.ok()) return finish(std::move(range));
+        // Every copy in turn, outages waited out, stale extents reloaded:
+        // Read's path, on a thread that may block.
+        asio::post(read_fallback_, [this, ino, offset, size, finish = std::move(finish)]() mutable {
+          finish(Read(ino, offset, size));
+        });
+      });
+}
+
+void FileStore::WaitForAsyncReads() {
+  std::unique_lock lock(async_reads_mu_);
+  async_reads_cv_.wait(lock, [&] { return async_reads_ == 0; });
 }
 
 Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset,
@@ -469,7 +516,11 @@ void FileStore::StopCompactor() {
   if (compactor_.joinable()) compactor_.join();
 }
 
-FileStore::~FileStore() { StopCompactor(); }
+FileStore::~FileStore() {
+  StopCompactor();
+  WaitForAsyncReads();
+  read_fallback_.join();
+}
 
 void FileStore::CompactorLoop() {
   for (;;) {

@@ -10,7 +10,9 @@
 #pragma once
 
 #include <atomic>
+#include <asio/thread_pool.hpp>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +49,15 @@ class FileStore {
   // hosts never overwrite each other. Returns the new size.
   Result<uint64_t> Append(uint64_t ino, std::string_view data);
   Result<std::string> Read(uint64_t ino, uint64_t offset, size_t size);
+  // Read, with the reply from the io thread that receives the bytes when
+  // the range is one piece of one chunk (a VM image's random reads): the
+  // calling FUSE worker goes back to the kernel at once, and no thread
+  // wakes another to hand the bytes over. Anything else, and any error,
+  // takes Read's path. `done` runs exactly once and must not block.
+  using ReadDone = std::function<void(Result<std::string>)>;
+  void ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone done);
+  // Waits until every ReadAsync has called its `done` (before unmounting).
+  void WaitForAsyncReads();
   Status Flush(uint64_t ino);
   // Applies a setattr through meta; a size change flushes first.
   Result<proto::Attr> SetAttr(const proto::SetAttrRequest& request);
@@ -96,6 +107,16 @@ class FileStore {
     std::atomic<bool> changed_elsewhere{false};  // set without `mu` by Invalidate
     std::vector<proto::Extent> extents;  // sorted by file_offset
   };
+
+  // What a read of [offset, offset + size) needs, taken under the inode's
+  // lock (extents loaded from meta if needed).
+  struct ReadPlan {
+    size_t want = 0;  // bytes before the end of the file
+    uint64_t generation = 0;
+    bool buffered_in_range = false;
+    std::vector<proto::Extent> extents;
+  };
+  Result<ReadPlan> PlanReadLocked(uint64_t ino, Inode& inode, uint64_t offset, size_t size);
 
   std::shared_ptr<Inode> Find(uint64_t ino);
   std::shared_ptr<Inode> FindOrAdd(uint64_t ino);
@@ -149,6 +170,13 @@ class FileStore {
   bool compactor_stopping_ = false;
   std::thread compactor_;
   std::atomic<uint64_t> slots_compacted_{0};
+
+  // Reads that ReadAsync handed back to Read's path run here, off the io
+  // threads; a read waiting out an outage holds one thread.
+  asio::thread_pool read_fallback_{8};
+  std::mutex async_reads_mu_;  // guards async_reads_
+  std::condition_variable async_reads_cv_;
+  uint64_t async_reads_ = 0;  // ReadAsync calls whose `done` has not run yet
 };
 
 }  // namespace spool::client
