@@ -841,6 +841,20 @@ proto::CommitWriteRequest PlaceAtEnd(const proto::CommitWriteRequest& r, uint64_
 
 }  // namespace
 
+namespace {
+
+bool SameExtents(const google::protobuf::RepeatedPtrField<proto::Extent>& a,
+                 const google::protobuf::RepeatedPtrField<proto::Extent>& b) {
+  if (a.size() != b.size()) return false;
+  for (int i = 0; i < a.size(); ++i)
+    if (a[i].file_offset() != b[i].file_offset() || a[i].length() != b[i].length() ||
+        a[i].chunk_id() != b[i].chunk_id() || a[i].chunk_offset() != b[i].chunk_offset())
+      return false;
+  return true;
+}
+
+}  // namespace
+
 Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& request, OpOutcome* out) {
   auto rec = t.Inode(request.ino());
   if (!rec.ok()) return rec.status();
@@ -872,6 +886,16 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& requ
     if ((e.file_offset() + e.length() - 1) / keys::kSlotBytes != slot) return Err(EINVAL, "extent crosses a 1 MiB slot");
     by_slot[slot].push_back(&e);
   }
+  if (r.slot_rewrite()) {
+    if (by_slot.size() != 1) return Err(EINVAL, "a slot rewrite covers exactly one slot");
+    std::string v;
+    auto found = t.Get(keys::Extents(r.ino(), by_slot.begin()->first), &v);
+    if (!found.ok()) return found.status();
+    ExtentList list;
+    if (*found && !list.ParseFromString(v)) return Err(EIO, "corrupt extent list");
+    if (!SameExtents(list.extents(), r.slot_extents_before()))
+      return Err(ESTALE, "slot " + std::to_string(by_slot.begin()->first) + " changed since it was read");
+  }
   if (auto marked = MarkChunkIdsCommitted(t, r); !marked.ok()) return marked;
   for (auto& [slot, news] : by_slot) {
     const std::string key = keys::Extents(r.ino(), slot);
@@ -895,9 +919,11 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& requ
     t.Put(keys::Repair(c), "under-replicated");
   }
   a->set_size(std::max(a->size(), r.min_size()));
-  const int64_t mtime = r.mtime_ns() != 0 ? r.mtime_ns() : t.now;
-  a->set_mtime_ns(mtime);
-  a->set_ctime_ns(mtime);
+  if (!r.slot_rewrite()) {
+    const int64_t mtime = r.mtime_ns() != 0 ? r.mtime_ns() : t.now;
+    a->set_mtime_ns(mtime);
+    a->set_ctime_ns(mtime);
+  }
   a->set_version(a->version() + 1);
   t.Dirty(r.ino());
   out->attr = *a;

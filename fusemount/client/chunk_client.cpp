@@ -305,6 +305,7 @@ Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc
     uint32_t pg = PgOfChunk(chunk_id, map->pg_count());
     if (pg >= static_cast<uint32_t>(map->pgs_size())) return Status::Error(EIO, "cluster map has too few groups");
     const auto order = CopiesInReadOrder(*map, pg);
+    size_t missing = 0;  // copies that answered: not on this brick
     for (const auto* brick : order) {
       proto::GetChunkRequest request;
       request.set_pg(pg);
@@ -326,9 +327,16 @@ Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc
                                       std::to_string(brick->id()));
       } else {
         last = s;
+        if (s.code() == ENOENT) ++missing;
         if (IsTransportError(s.code())) MarkSuspect(brick->id());
       }
     }
+    // Every copy says the chunk is gone, twice (the second time with a
+    // fresh map): it was deleted, because the extents that pointed here were
+    // replaced. The caller reloads them; waiting out the hard timeout for a
+    // chunk that will never come back would stall it for a minute.
+    if (!order.empty() && missing == order.size() && attempt >= 1)
+      return Status::Error(ENOENT, "chunk " + std::to_string(chunk_id) + " is on none of its bricks");
     if (std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount read failed chunk={} pg={} error=\"{}\"", chunk_id, pg, last.ToString());
       return Status::Error(EIO, last.message());

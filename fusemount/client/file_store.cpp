@@ -76,6 +76,8 @@ Status FileStore::Release(uint64_t ino) {
     std::lock_guard lock(inode->mu);
     s = FlushLocked(ino, *inode);
     if (--inode->opens > 0) return s;
+    // What the last writer left fragmented is tidied now, not never.
+    QueueFragmentedSlotsLocked(ino, *inode, kIdleCompactPieces);
     if (!inode->dirty.empty()) {
       // The last descriptor is gone and its bytes could not be stored; close()
       // reports the error. Keeping them would hold the memory forever and
@@ -196,26 +198,29 @@ void FileStore::ApplyOwnCommitLocked(Inode& inode, const std::vector<proto::Exte
 
 Result<proto::Attr> FileStore::WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
                                            std::vector<proto::Extent>* committed) {
-  auto attr = PutAndCommit(ino, ranges, append, 0, 0, committed);
+  auto attr = PutAndCommit(ino, ranges, append, nullptr, committed);
   if (attr.status().code() == ESTALE) {
     // Our session ended at meta while we were cut off, and the chunk ids of
     // this write were reclaimed with it: write the chunks again under new ids.
     SPOOL_LOG_WARN("mount chunk ids reclaimed by meta, writing again ino={} error=\"{}\"", ino,
                    attr.status().message());
     meta_.ForgetChunkIds();
-    attr = PutAndCommit(ino, ranges, append, 0, 0, committed);
+    attr = PutAndCommit(ino, ranges, append, nullptr, committed);
   }
   return attr;
 }
 
 Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges,
-                                            bool append, uint64_t expected_version, int64_t mtime_ns,
+                                            bool append, const std::vector<proto::Extent>* rewrite_of,
                                             std::vector<proto::Extent>* committed) {
   std::vector<ChunkToWrite> chunks;
   proto::CommitWriteRequest commit;
   commit.set_ino(ino);
   commit.set_append(append);
-  commit.set_expected_version(expected_version);
+  if (rewrite_of) {
+    commit.set_slot_rewrite(true);
+    for (const auto& e : *rewrite_of) *commit.add_slot_extents_before() = e;
+  }
   uint64_t max_end = 0, bytes_total = 0;
   for (const auto& [offset, bytes] : ranges) {
     uint64_t pos = offset, end = offset + bytes.size();
@@ -249,7 +254,7 @@ Result<proto::Attr> FileStore::PutAndCommit(uint64_t ino, const std::map<uint64_
   }
   for (uint64_t id : under_replicated) commit.add_under_replicated_chunks(id);
   commit.set_min_size(max_end);
-  commit.set_mtime_ns(mtime_ns != 0 ? mtime_ns : NowNs());
+  if (!rewrite_of) commit.set_mtime_ns(NowNs());
   auto attr = meta_.CommitWrite(commit);
   if (!attr.ok() && attr.status().code() != ESTALE)
     SPOOL_LOG_ERROR("mount commit failed ino={} error=\"{}\"", ino, attr.status().ToString());
@@ -331,11 +336,10 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
   // reads of a VM image, whose bytes it moves but never changes.
   bool retried_stale = false;
   for (;;) {
-    Result<ReadPlan> plan = Status::Ok();
-    {
+    auto plan = [&] {
       std::lock_guard lock(inode->mu);
-      plan = PlanReadLocked(ino, *inode, offset, size);
-    }
+      return PlanReadLocked(ino, *inode, offset, size);
+    }();
     if (!plan.ok()) return plan.status();
     if (plan->want == 0) return std::string();
     std::string out(plan->want, '\0');
@@ -344,7 +348,7 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
     std::lock_guard lock(inode->mu);
     if (plan->buffered_in_range && inode->flushes != plan->generation) continue;
     if (!filled.ok()) {
-      if (retried_stale) return filled;
+      if (retried_stale) return filled.code() == ENOENT ? Status::Error(EIO, filled.message()) : filled;
       // A chunk we were pointed at may be gone because another mount (or
       // our compactor) replaced it after we loaded the extents: once more
       // with fresh ones.
@@ -364,11 +368,10 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
 
 void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone done) {
   auto inode = FindOrAdd(ino);
-  Result<ReadPlan> plan = Status::Ok();
-  {
+  auto plan = [&] {
     std::lock_guard lock(inode->mu);
-    plan = PlanReadLocked(ino, *inode, offset, size);
-  }
+    return PlanReadLocked(ino, *inode, offset, size);
+  }();
   if (!plan.ok()) return done(plan.status());
   if (plan->want == 0) return done(std::string());
   // One extent covering the whole range, nothing buffered over it, and a
@@ -408,6 +411,12 @@ void FileStore::WaitForAsyncReads() {
 Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset,
                                   std::string& out) {
   const uint64_t end = offset + out.size();
+  auto failed = [ino](const proto::Extent& e, const Status& s) {
+    // A chunk on none of its bricks was replaced: the caller reloads the extents.
+    if (s.code() != ENOENT)
+      SPOOL_LOG_ERROR("mount read failed ino={} chunk={} error=\"{}\"", ino, e.chunk_id(), s.ToString());
+    return s;
+  };
   for (const auto& e : extents) {
     uint64_t from = std::max<uint64_t>(offset, e.file_offset());
     uint64_t to = std::min<uint64_t>(end, e.file_offset() + e.length());
@@ -420,16 +429,14 @@ Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>
       auto range = chunks_.ReadRange(e.chunk_id(), e.chunk_crc32c(), e.chunk_length(),
                                      static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(to - from));
       if (!range.ok()) {
-        SPOOL_LOG_ERROR("mount read failed ino={} chunk={} error=\"{}\"", ino, e.chunk_id(), range.status().ToString());
-        return range.status();
+        return failed(e, range.status());
       }
       std::memcpy(out.data() + (from - offset), range->data(), to - from);
       continue;
     }
     auto chunk = chunks_.ReadChunk(e.chunk_id(), e.chunk_crc32c(), e.chunk_length());
     if (!chunk.ok()) {
-      SPOOL_LOG_ERROR("mount read failed ino={} chunk={} error=\"{}\"", ino, e.chunk_id(), chunk.status().ToString());
-      return chunk.status();
+      return failed(e, chunk.status());
     }
     if (in_chunk + (to - from) > (*chunk)->size()) return Status::Error(EIO, "extent beyond its chunk");
     std::memcpy(out.data() + (from - offset), (*chunk)->data() + in_chunk, to - from);
@@ -438,33 +445,26 @@ Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>
 }
 
 void FileStore::CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t, std::string>& ranges) {
-  std::vector<uint64_t> due;
+  if (options_.compact_after_pieces == 0) return;  // compaction off
   for (const auto& [offset, bytes] : ranges) {
     for (uint64_t slot = offset / kSlotBytes; slot <= (offset + bytes.size() - 1) / kSlotBytes; ++slot) {
       // A whole slot written at once is one chunk already.
       if (offset <= slot * kSlotBytes && offset + bytes.size() >= (slot + 1) * kSlotBytes) continue;
-      if (options_.compact_after_pieces == 0) continue;  // compaction off
-      if (++inode.pieces_since_compaction[slot] == options_.compact_after_pieces) {
-        inode.pieces_since_compaction.erase(slot);
-        due.push_back(slot);
-      }
+      inode.last_piece = std::chrono::steady_clock::now();
+      ++inode.pieces_since_compaction[slot];
     }
   }
-  if (due.empty()) return;
-  std::lock_guard lock(compact_mu_);
-  for (uint64_t slot : due) compact_queue_.emplace(ino, slot);
-  compact_cv_.notify_one();
+  QueueFragmentedSlotsLocked(ino, inode, options_.compact_after_pieces);
 }
 
 Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
-  auto inode = Find(ino);
-  if (!inode) return true;  // closed meanwhile: left as it is
   // Read, put and commit without the inode lock: the guest's reads and
-  // writes of the image go on meanwhile. The commit is refused if the file
+  // writes of the image go on meanwhile. The commit is refused if the slot
   // changed since these extents (a flush of ours included), and then
-  // nothing is lost: the slot is compacted again after its next pieces.
+  // nothing is lost: the slot is tried again a little later.
   const uint64_t slot_start = slot * kSlotBytes, slot_end = slot_start + kSlotBytes;
   auto current = meta_.GetExtents(ino, slot_start, kSlotBytes);
+  if (current.status().code() == ENOENT) return true;  // deleted meanwhile
   if (!current.ok()) return current.status();
   // Contiguous runs of extents in the slot; holes stay holes.
   std::vector<std::pair<uint64_t, uint64_t>> runs;  // [start, end)
@@ -483,17 +483,18 @@ Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
   std::map<uint64_t, std::string> ranges;
   for (const auto& [start, end] : runs) {
     std::string bytes(end - start, '\0');
-    if (auto s = FillFromExtents(ino, in_slot, start, bytes); !s.ok()) return s;
+    auto s = FillFromExtents(ino, in_slot, start, bytes);
+    if (s.code() == ENOENT) return false;  // a piece was replaced (and deleted) since: the slot changed
+    if (!s.ok()) return s;
     ranges.emplace(start, std::move(bytes));
   }
   // The chunks of a refused attempt are reclaimed with our session's unused
   // ids. The bytes do not change, so neither does the modification time.
   std::vector<proto::Extent> committed;
-  auto attr = PutAndCommit(ino, ranges, /*append=*/false, current->attr().version(), current->attr().mtime_ns(),
-                           &committed);
+  auto attr = PutAndCommit(ino, ranges, /*append=*/false, &in_slot, &committed);
   if (attr.status().code() == ESTALE) return false;
   if (!attr.ok()) return attr.status();
-  {
+  if (auto inode = Find(ino)) {
     // Readers holding the old extents may find their chunks deleted, and
     // then read again with fresh ones.
     std::lock_guard lock(inode->mu);
@@ -522,30 +523,77 @@ FileStore::~FileStore() {
   read_fallback_.join();
 }
 
+void FileStore::QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode, uint32_t min_pieces) {
+  std::vector<uint64_t> due;
+  for (auto it = inode.pieces_since_compaction.begin(); it != inode.pieces_since_compaction.end();) {
+    if (it->second >= min_pieces) {
+      due.push_back(it->first);
+      it = inode.pieces_since_compaction.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (due.empty()) return;
+  std::lock_guard lock(compact_mu_);
+  for (uint64_t slot : due) compact_queue_.try_emplace({ino, slot});
+  compact_cv_.notify_one();
+}
+
+void FileStore::QueueIdleSlots() {
+  std::vector<std::pair<uint64_t, std::shared_ptr<Inode>>> inodes;
+  {
+    std::lock_guard lock(mu_);
+    inodes.assign(inodes_.begin(), inodes_.end());
+  }
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [ino, inode] : inodes) {
+    // A busy inode (a flush holds its lock across RPCs) is not idle anyway.
+    std::unique_lock lock(inode->mu, std::try_to_lock);
+    if (lock.owns_lock() && now - inode->last_piece >= kIdleCompactAfter)
+      QueueFragmentedSlotsLocked(ino, *inode, kIdleCompactPieces);
+  }
+}
+
 void FileStore::CompactorLoop() {
+  using Clock = std::chrono::steady_clock;
   for (;;) {
     std::pair<uint64_t, uint64_t> job;
+    CompactJob retry;
     {
       std::unique_lock lock(compact_mu_);
-      compact_cv_.wait(lock, [&] { return compactor_stopping_ || !compact_queue_.empty(); });
-      if (compactor_stopping_) return;
-      job = *compact_queue_.begin();
-      compact_queue_.erase(compact_queue_.begin());
+      for (;;) {
+        if (compactor_stopping_) return;
+        auto due = compact_queue_.end();
+        for (auto it = compact_queue_.begin(); it != compact_queue_.end(); ++it)
+          if (due == compact_queue_.end() || it->second.not_before < due->second.not_before) due = it;
+        if (due == compact_queue_.end()) {
+          if (compact_cv_.wait_for(lock, kIdleCompactAfter / 2) == std::cv_status::timeout) {
+            lock.unlock();
+            QueueIdleSlots();
+            lock.lock();
+          }
+        } else if (due->second.not_before > Clock::now()) {
+          compact_cv_.wait_until(lock, due->second.not_before);
+        } else {
+          job = due->first;
+          retry = due->second;
+          compact_queue_.erase(due);
+          break;
+        }
+      }
     }
     auto done = CompactSlot(job.first, job.second);
     if (!done.ok())
       SPOOL_LOG_WARN("mount compaction failed ino={} slot={} error=\"{}\"", job.first, job.second,
                      done.status().ToString());
-    // Refused because the file changed while we read it (the guest is still
-    // writing): again a little later, a few times, while the file is open.
     const bool refused = done.ok() && !*done && Find(job.first) != nullptr;
-    std::unique_lock lock(compact_mu_);
-    if (refused && ++compact_retries_[job] <= kCompactRetries) {
-      compact_cv_.wait_for(lock, kCompactRetryPause, [&] { return compactor_stopping_; });
-      compact_queue_.insert(job);
-    } else {
-      compact_retries_.erase(job);
-    }
+    if (!refused) continue;  // done (or queued again by new pieces meanwhile)
+    std::lock_guard lock(compact_mu_);
+    const auto pause = std::min<std::chrono::milliseconds>(kCompactRetryPause * (1 << std::min(retry.refusals, 5)),
+                                                           kCompactRetryPauseMax);
+    ++retry.refusals;
+    retry.not_before = Clock::now() + pause;
+    compact_queue_.insert_or_assign(job, retry);
   }
 }
 

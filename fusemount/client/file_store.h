@@ -82,8 +82,8 @@ class FileStore {
   void StartCompactor();
   void StopCompactor();
   // Compacts the slot now (what the background thread does); false if the
-  // file changed meanwhile, on any mount (nothing is committed then). A file
-  // no longer open here is left as it is.
+  // slot changed meanwhile, on any mount (nothing is committed then). A file
+  // closed meanwhile is compacted all the same; one deleted is left.
   Result<bool> CompactSlot(uint64_t ino, uint64_t slot);
   uint64_t slots_compacted() const { return slots_compacted_.load(); }
   ~FileStore();
@@ -104,6 +104,7 @@ class FileStore {
     int64_t mtime_ns = 0;  // and its modification time
     // Flushes into each slot since it was last compacted (slot -> count).
     std::map<uint64_t, uint32_t> pieces_since_compaction;
+    std::chrono::steady_clock::time_point last_piece{};  // the last flush counted there
     std::atomic<bool> changed_elsewhere{false};  // set without `mu` by Invalidate
     std::vector<proto::Extent> extents;  // sorted by file_offset
   };
@@ -127,10 +128,10 @@ class FileStore {
   // *committed (if given): the extents the commit laid over the file.
   Result<proto::Attr> WriteRanges(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
                                   std::vector<proto::Extent>* committed = nullptr);
-  // expected_version != 0: only if meta's inode still has that version;
-  // mtime_ns 0: now.
+  // rewrite_of (compaction): `ranges` are the bytes of one slot whose
+  // extents were these; meta refuses (ESTALE) if the slot changed since.
   Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
-                                   uint64_t expected_version = 0, int64_t mtime_ns = 0,
+                                   const std::vector<proto::Extent>* rewrite_of = nullptr,
                                    std::vector<proto::Extent>* committed = nullptr);
   // After this mount's commit of `committed` made `attr`: updates the
   // inode's extents in place, or marks them for reloading. REQUIRES: inode.mu
@@ -141,6 +142,15 @@ class FileStore {
   Status FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset, std::string& out);
   void CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t, std::string>& ranges);  // REQUIRES: inode.mu
   void CompactorLoop();
+  // Queues the slots of files no flush has touched for kIdleCompactAfter
+  // that hold at least kIdleCompactPieces pieces: what a guest left
+  // fragmented below compact_after_pieces is tidied once it pauses.
+  void QueueIdleSlots();
+  // Queues the inode's slots with at least `min_pieces` pieces since their
+  // last compaction. REQUIRES: inode.mu
+  void QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode, uint32_t min_pieces);
+  static constexpr std::chrono::seconds kIdleCompactAfter{2};
+  static constexpr uint32_t kIdleCompactPieces = 2;
   static void AddDirty(Inode& inode, uint64_t offset, std::string_view data);
 
   MountOptions options_;
@@ -161,12 +171,18 @@ class FileStore {
   std::mutex cached_versions_mu_;  // guards cached_versions_
   std::unordered_map<uint64_t, uint64_t> cached_versions_;  // ino -> version the kernel's pages hold
 
-  std::mutex compact_mu_;  // guards the four below
+  std::mutex compact_mu_;  // guards the three below
   std::condition_variable compact_cv_;
-  std::set<std::pair<uint64_t, uint64_t>> compact_queue_;  // (ino, slot)
-  std::map<std::pair<uint64_t, uint64_t>, int> compact_retries_;  // refused attempts per queued slot
-  static constexpr int kCompactRetries = 20;
+  // A slot whose compaction was refused (the guest wrote into it meanwhile)
+  // is tried again later, less often each time, for as long as the file is
+  // open here.
+  struct CompactJob {
+    int refusals = 0;
+    std::chrono::steady_clock::time_point not_before{};
+  };
+  std::map<std::pair<uint64_t, uint64_t>, CompactJob> compact_queue_;  // (ino, slot)
   static constexpr std::chrono::milliseconds kCompactRetryPause{100};
+  static constexpr std::chrono::milliseconds kCompactRetryPauseMax{2000};
   bool compactor_stopping_ = false;
   std::thread compactor_;
   std::atomic<uint64_t> slots_compacted_{0};

@@ -259,6 +259,53 @@ TEST(NamespaceTest, CommitWriteOverlaysExtents) {
   EXPECT_EQ(h.ns->Stats().deletion_queue, 2u);
 }
 
+// Compaction rewrites one slot into a new chunk: refused only when that
+// slot changed since it was read, and the file's times stay as they were.
+TEST(NamespaceTest, SlotRewriteChecksOnlyItsSlotAndKeepsTimes) {
+  NsHarness h;
+  uint64_t f = h.File(kRoot, "image");
+  constexpr uint32_t kMiB = 1 << 20;
+  ASSERT_EQ(Commit(h, f, {MakeExtent(0, kMiB, 10), MakeExtent(kMiB, kMiB, 11)}, 2 * kMiB), 0);
+  ASSERT_EQ(Commit(h, f, {MakeExtent(4096, 4096, 12)}, 2 * kMiB), 0);  // a guest's overwrite: slot 0 in 3 pieces
+  proto::Attr attr;
+  google::protobuf::RepeatedPtrField<proto::Extent> slot0;
+  ASSERT_TRUE(h.ns->GetExtents(f, &attr, &slot0, 0, kMiB).ok());
+  ASSERT_EQ(slot0.size(), 3);
+  auto rewrite = [&](uint64_t chunk, const google::protobuf::RepeatedPtrField<proto::Extent>& before) {
+    proto::MetaOp op;
+    auto* c = op.mutable_commit_write();
+    c->set_ino(f);
+    *c->add_extents() = MakeExtent(0, kMiB, chunk);
+    c->set_min_size(kMiB);
+    c->set_slot_rewrite(true);
+    *c->mutable_slot_extents_before() = before;
+    return h.Apply(std::move(op)).status().code();
+  };
+  // A write into another slot meanwhile does not matter.
+  ASSERT_EQ(Commit(h, f, {MakeExtent(kMiB + 100, 100, 13)}, 2 * kMiB), 0);
+  const auto times_before = h.Attr(f);
+  EXPECT_EQ(rewrite(14, slot0), 0);
+  const auto after = h.Attr(f);
+  EXPECT_EQ(after.mtime_ns(), times_before.mtime_ns());
+  EXPECT_EQ(after.ctime_ns(), times_before.ctime_ns());
+  EXPECT_EQ(after.size(), 2u * kMiB);
+  google::protobuf::RepeatedPtrField<proto::Extent> now;
+  ASSERT_TRUE(h.ns->GetExtents(f, &attr, &now, 0, kMiB).ok());
+  ASSERT_EQ(now.size(), 1);
+  EXPECT_EQ(now[0].chunk_id(), 14u);
+  EXPECT_EQ(h.ns->DeletionQueue(10), (std::vector<uint64_t>{10, 12}));
+  // The same rewrite again: slot 0 is no longer what it was read as.
+  EXPECT_EQ(rewrite(15, slot0), ESTALE);
+  // A rewrite must stay in one slot.
+  proto::MetaOp two;
+  auto* c = two.mutable_commit_write();
+  c->set_ino(f);
+  *c->add_extents() = MakeExtent(0, 100, 16);
+  *c->add_extents() = MakeExtent(kMiB, 100, 17);
+  c->set_slot_rewrite(true);
+  EXPECT_EQ(h.Apply(std::move(two)).status().code(), EINVAL);
+}
+
 TEST(NamespaceTest, CommitWriteValidation) {
   NsHarness h;
   uint64_t f = h.File(kRoot, "f");

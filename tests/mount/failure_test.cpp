@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -67,6 +70,71 @@ TEST(Failure, MetaKilledAndRestartedDuringDeliveries) {
   EXPECT_GT(acknowledged.size(), before) << "deliveries resumed after meta came back";
   ExpectAllPresent(root, acknowledged);
   std::fprintf(stderr, "meta restart: %zu delivered, slowest %.2f s\n", acknowledged.size(), load.slowest_s());
+  cluster.Unmount(mount);
+}
+
+// A VM image's 4 KiB reads are answered straight from the io thread that
+// receives them; a copy that dies under them must cost a retry on another
+// copy, never an error or wrong bytes.
+TEST(Failure, BrickKilledDuringVmImageReads) {
+  LocalCluster cluster(WithBrickDownAfter("2000"));
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount();
+  ASSERT_FALSE(mount.empty());
+  constexpr size_t kImage = 16u << 20, kBlock = 4096;
+  const std::string model = RandomBytes(kImage, 21);
+  const std::string path = mount + "/disk.img";
+  {
+    int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    for (size_t off = 0; off < kImage; off += 1u << 20)
+      ASSERT_EQ(::pwrite(fd, model.data() + off, 1u << 20, static_cast<off_t>(off)), 1 << 20);
+    ASSERT_EQ(::fsync(fd), 0);
+    ::close(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> reads{0}, errors{0}, mismatches{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 8; ++t) {
+    readers.emplace_back([&, t] {
+      int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+      if (fd < 0) {
+        ++errors;
+        return;
+      }
+      void* raw = nullptr;
+      if (::posix_memalign(&raw, kBlock, kBlock) != 0) {
+        ++errors;
+        ::close(fd);
+        return;
+      }
+      std::unique_ptr<char, decltype(&std::free)> buf(static_cast<char*>(raw), &std::free);
+      std::mt19937_64 rng(100 + t);
+      while (!stop) {
+        const size_t off = (rng() % (kImage / kBlock)) * kBlock;
+        if (::pread(fd, buf.get(), kBlock, static_cast<off_t>(off)) != static_cast<ssize_t>(kBlock)) {
+          ++errors;
+        } else if (std::memcmp(buf.get(), model.data() + off, kBlock) != 0) {
+          ++mismatches;
+        }
+        ++reads;
+      }
+      ::close(fd);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const uint64_t before_kill = reads.load();
+  cluster.KillBrick(1);
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  stop = true;
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(errors.load(), 0u);
+  EXPECT_EQ(mismatches.load(), 0u);
+  EXPECT_GT(before_kill, 0u);
+  EXPECT_GT(reads.load(), before_kill) << "reads stopped when the brick died";
+  std::fprintf(stderr, "vm image reads: %llu before the kill, %llu in all\n",
+               static_cast<unsigned long long>(before_kill), static_cast<unsigned long long>(reads.load()));
+  EXPECT_EQ(ReadAll(path), model);
   cluster.Unmount(mount);
 }
 
