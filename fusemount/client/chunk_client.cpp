@@ -249,6 +249,20 @@ Result<std::string> ChunkClient::ReadRange(uint64_t chunk_id, uint32_t crc32c, u
   return FetchFromCopies(chunk_id, crc32c, chunk_length, offset, length);
 }
 
+namespace {
+
+// length 0: the whole chunk.
+proto::GetChunkRequest GetChunkRequestFor(uint32_t pg, uint64_t chunk_id, uint32_t offset, uint32_t length) {
+  proto::GetChunkRequest request;
+  request.set_pg(pg);
+  request.set_chunk_id(chunk_id);
+  request.set_offset(offset);
+  request.set_length(length);
+  return request;
+}
+
+}  // namespace
+
 std::vector<const proto::BrickEntry*> ChunkClient::CopiesInReadOrder(const proto::ClusterMap& map, uint32_t pg) {
   std::vector<const proto::BrickEntry*> order, later;
   for (uint32_t id : map.pgs(pg).bricks()) {
@@ -277,13 +291,8 @@ void ChunkClient::ReadRangeAsync(uint64_t chunk_id, uint32_t chunk_length, uint3
   const auto order = CopiesInReadOrder(*map, pg);
   if (order.empty()) return done(Status::Error(EIO, "no copy of chunk " + std::to_string(chunk_id)));
   const uint32_t brick_id = order.front()->id();
-  proto::GetChunkRequest request;
-  request.set_pg(pg);
-  request.set_chunk_id(chunk_id);
-  request.set_offset(offset);
-  request.set_length(length);
   bricks_.Get(order.front()->address())
-      ->CallAsync(Method::kGetChunk, request, {}, options_.rpc_timeout,
+      ->CallAsync(Method::kGetChunk, GetChunkRequestFor(pg, chunk_id, offset, length), {}, options_.rpc_timeout,
                   [this, brick_id, length, done = std::move(done)](Result<rpc::Frame> reply) {
                     if (!reply.ok()) {
                       if (IsTransportError(reply.status().code())) MarkSuspect(brick_id);
@@ -307,13 +316,9 @@ Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc
     const auto order = CopiesInReadOrder(*map, pg);
     size_t missing = 0;  // copies that answered: not on this brick
     for (const auto* brick : order) {
-      proto::GetChunkRequest request;
-      request.set_pg(pg);
-      request.set_chunk_id(chunk_id);
-      request.set_offset(range_offset);
-      request.set_length(range_length);
       std::string payload;
       proto::GetChunkReply reply;
+      const auto request = GetChunkRequestFor(pg, chunk_id, range_offset, range_length);
       auto s = bricks_.Get(brick->address())
                    ->CallSync(Method::kGetChunk, request, &reply, {}, &payload, options_.rpc_timeout);
       const bool intact = range_length != 0 ? payload.size() == range_length

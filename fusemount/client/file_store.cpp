@@ -11,6 +11,12 @@
 namespace spool::client {
 
 namespace {
+// A small piece of a large chunk (random reads of a VM image) is read
+// alone; anything else whole, through the cache, as mail is read.
+bool ReadAsRange(const proto::Extent& e, uint64_t bytes) {
+  return e.chunk_length() > kWholeChunkReadBytes && bytes * 8 <= e.chunk_length();
+}
+
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -329,6 +335,15 @@ Result<FileStore::ReadPlan> FileStore::PlanReadLocked(uint64_t ino, Inode& inode
 
 Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) {
   auto inode = FindOrAdd(ino);
+  auto plan = [&] {
+    std::lock_guard lock(inode->mu);
+    return PlanReadLocked(ino, *inode, offset, size);
+  }();
+  if (!plan.ok()) return plan.status();
+  return ReadPlanned(ino, *inode, offset, size, std::move(*plan));
+}
+
+Result<std::string> FileStore::ReadPlanned(uint64_t ino, Inode& inode, uint64_t offset, size_t size, ReadPlan plan) {
   // Chunks are read without the inode lock; if a flush (ours, or the
   // compactor's) moved buffered bytes of this range into chunks meanwhile,
   // the extents we used are older than those bytes and the buffer no longer
@@ -336,27 +351,27 @@ Result<std::string> FileStore::Read(uint64_t ino, uint64_t offset, size_t size) 
   // reads of a VM image, whose bytes it moves but never changes.
   bool retried_stale = false;
   for (;;) {
-    auto plan = [&] {
-      std::lock_guard lock(inode->mu);
-      return PlanReadLocked(ino, *inode, offset, size);
-    }();
-    if (!plan.ok()) return plan.status();
-    if (plan->want == 0) return std::string();
-    std::string out(plan->want, '\0');
-    const uint64_t end = offset + plan->want;
-    auto filled = FillFromExtents(ino, plan->extents, offset, out);
-    std::lock_guard lock(inode->mu);
-    if (plan->buffered_in_range && inode->flushes != plan->generation) continue;
-    if (!filled.ok()) {
+    if (plan.want == 0) return std::string();
+    std::string out(plan.want, '\0');
+    const uint64_t end = offset + plan.want;
+    auto filled = FillFromExtents(ino, plan.extents, offset, out);
+    std::lock_guard lock(inode.mu);
+    const bool buffer_moved = plan.buffered_in_range && inode.flushes != plan.generation;
+    if (!buffer_moved && !filled.ok()) {
       if (retried_stale) return filled.code() == ENOENT ? Status::Error(EIO, filled.message()) : filled;
       // A chunk we were pointed at may be gone because another mount (or
       // our compactor) replaced it after we loaded the extents: once more
       // with fresh ones.
       retried_stale = true;
-      inode->extents_valid = false;
+      inode.extents_valid = false;
+    }
+    if (buffer_moved || !filled.ok()) {
+      auto next = PlanReadLocked(ino, inode, offset, size);
+      if (!next.ok()) return next.status();
+      plan = std::move(*next);
       continue;
     }
-    for (const auto& [doff, bytes] : inode->dirty) {
+    for (const auto& [doff, bytes] : inode.dirty) {
       uint64_t dend = doff + bytes.size();
       if (dend <= offset || doff >= end) continue;
       uint64_t from = std::max(offset, doff), to = std::min(end, dend);
@@ -379,8 +394,8 @@ void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone d
   const proto::Extent* only = plan->extents.size() == 1 ? &plan->extents[0] : nullptr;
   const bool one_piece = only && !plan->buffered_in_range && only->file_offset() <= offset &&
                          only->file_offset() + only->length() >= offset + plan->want &&
-                         only->chunk_length() > kWholeChunkReadBytes && plan->want * 8 <= only->chunk_length();
-  if (!one_piece) return done(Read(ino, offset, size));
+                         ReadAsRange(*only, plan->want);
+  if (!one_piece) return done(ReadPlanned(ino, *inode, offset, size, std::move(*plan)));
   {
     std::lock_guard lock(async_reads_mu_);
     ++async_reads_;
@@ -423,9 +438,7 @@ Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>
     if (from >= to) continue;
     uint64_t in_chunk = e.chunk_offset() + (from - e.file_offset());
     if (in_chunk + (to - from) > e.chunk_length()) return Status::Error(EIO, "extent beyond its chunk");
-    // A small piece of a large chunk (random reads of a VM image) is read
-    // alone; anything else whole, through the cache, as mail is read.
-    if (e.chunk_length() > kWholeChunkReadBytes && (to - from) * 8 <= e.chunk_length()) {
+    if (ReadAsRange(e, to - from)) {
       auto range = chunks_.ReadRange(e.chunk_id(), e.chunk_crc32c(), e.chunk_length(),
                                      static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(to - from));
       if (!range.ok()) {

@@ -118,6 +118,8 @@ class FileStore {
     std::vector<proto::Extent> extents;
   };
   Result<ReadPlan> PlanReadLocked(uint64_t ino, Inode& inode, uint64_t offset, size_t size);
+  // Read, from a plan already made (and again with fresh ones if it went stale).
+  Result<std::string> ReadPlanned(uint64_t ino, Inode& inode, uint64_t offset, size_t size, ReadPlan plan);
 
   std::shared_ptr<Inode> Find(uint64_t ino);
   std::shared_ptr<Inode> FindOrAdd(uint64_t ino);
