@@ -279,8 +279,8 @@ std::vector<const proto::BrickEntry*> ChunkClient::CopiesInReadOrder(const proto
   return order;
 }
 
-void ChunkClient::ReadRangeAsync(uint64_t chunk_id, uint32_t chunk_length, uint32_t offset, uint32_t length,
-                                 RangeDone done) {
+void ChunkClient::ReadAsync(uint64_t chunk_id, uint32_t crc32c, uint32_t chunk_length, bool whole, uint32_t offset,
+                            uint32_t length, RangeDone done) {
   if (offset > chunk_length || length > chunk_length - offset)
     return done(Status::Error(EIO, "extent beyond its chunk"));
   if (auto cached = cache_.Get(chunk_id)) return done(cached->substr(offset, length));
@@ -291,15 +291,25 @@ void ChunkClient::ReadRangeAsync(uint64_t chunk_id, uint32_t chunk_length, uint3
   const auto order = CopiesInReadOrder(*map, pg);
   if (order.empty()) return done(Status::Error(EIO, "no copy of chunk " + std::to_string(chunk_id)));
   const uint32_t brick_id = order.front()->id();
+  const auto request = whole ? GetChunkRequestFor(pg, chunk_id, 0, 0) : GetChunkRequestFor(pg, chunk_id, offset, length);
   bricks_.Get(order.front()->address())
-      ->CallAsync(Method::kGetChunk, GetChunkRequestFor(pg, chunk_id, offset, length), {}, options_.rpc_timeout,
-                  [this, brick_id, length, done = std::move(done)](Result<rpc::Frame> reply) {
+      ->CallAsync(Method::kGetChunk, request, {}, options_.rpc_timeout,
+                  [this, brick_id, chunk_id, crc32c, chunk_length, whole, offset, length,
+                   done = std::move(done)](Result<rpc::Frame> reply) {
                     if (!reply.ok()) {
                       if (IsTransportError(reply.status().code())) MarkSuspect(brick_id);
                       return done(reply.status());
                     }
-                    if (reply->payload().size() != length) return done(Status::Error(EIO, "short range from brick"));
-                    done(std::string(reply->payload()));
+                    if (!whole) {
+                      if (reply->payload().size() != length) return done(Status::Error(EIO, "short range from brick"));
+                      return done(std::string(reply->payload()));
+                    }
+                    // A bad copy is reported by the waiting path it falls back to.
+                    if (reply->payload().size() != chunk_length || Crc32c(reply->payload()) != crc32c)
+                      return done(Status::Error(EBADMSG, "chunk " + std::to_string(chunk_id) + " failed its check"));
+                    auto bytes = std::make_shared<const std::string>(reply->payload());
+                    cache_.Put(chunk_id, bytes);
+                    done(bytes->substr(offset, length));
                   });
 }
 

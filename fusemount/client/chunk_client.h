@@ -94,11 +94,15 @@ class ChunkClient {
   // the bytes.
   Result<std::string> ReadRange(uint64_t chunk_id, uint32_t crc32c, uint32_t chunk_length, uint32_t offset,
                                 uint32_t length);
-  // ReadRange without waiting: one try of the first live copy; `done` runs
-  // once, on an io thread (or here), and must not block. On an error the
-  // caller falls back to ReadRange, which tries every copy through outages.
+  // Bytes [offset, offset + length) of a chunk without waiting: one try of
+  // the first live copy, reading only that range (`whole` false, as
+  // ReadRange) or the whole chunk, checked and cached (as ReadChunk). `done`
+  // runs once, on an io thread (or here), and must not block. On an error
+  // the caller falls back to the waiting calls, which try every copy
+  // through outages.
   using RangeDone = std::function<void(Result<std::string>)>;
-  void ReadRangeAsync(uint64_t chunk_id, uint32_t chunk_length, uint32_t offset, uint32_t length, RangeDone done);
+  void ReadAsync(uint64_t chunk_id, uint32_t crc32c, uint32_t chunk_length, bool whole, uint32_t offset,
+                 uint32_t length, RangeDone done);
 
  private:
   // The copies of chunk_id's group in the order reads try them: live

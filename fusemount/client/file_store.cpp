@@ -82,8 +82,6 @@ Status FileStore::Release(uint64_t ino) {
     std::lock_guard lock(inode->mu);
     s = FlushLocked(ino, *inode);
     if (--inode->opens > 0) return s;
-    // What the last writer left fragmented is tidied now, not never.
-    QueueFragmentedSlotsLocked(ino, *inode, kIdleCompactPieces);
     if (!inode->dirty.empty()) {
       // The last descriptor is gone and its bytes could not be stored; close()
       // reports the error. Keeping them would hold the memory forever and
@@ -389,12 +387,11 @@ void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone d
   }();
   if (!plan.ok()) return done(plan.status());
   if (plan->want == 0) return done(std::string());
-  // One extent covering the whole range, nothing buffered over it, and a
-  // small piece of a large chunk (what FillFromExtents reads as a range).
+  // One extent covering the whole range and nothing buffered over it: read
+  // as FillFromExtents would, a range or the whole chunk.
   const proto::Extent* only = plan->extents.size() == 1 ? &plan->extents[0] : nullptr;
   const bool one_piece = only && !plan->buffered_in_range && only->file_offset() <= offset &&
-                         only->file_offset() + only->length() >= offset + plan->want &&
-                         ReadAsRange(*only, plan->want);
+                         only->file_offset() + only->length() >= offset + plan->want;
   if (!one_piece) return done(ReadPlanned(ino, *inode, offset, size, std::move(*plan)));
   {
     std::lock_guard lock(async_reads_mu_);
@@ -406,8 +403,9 @@ void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone d
     if (--async_reads_ == 0) async_reads_cv_.notify_all();
   };
   const uint64_t in_chunk = only->chunk_offset() + (offset - only->file_offset());
-  chunks_.ReadRangeAsync(
-      only->chunk_id(), only->chunk_length(), static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(plan->want),
+  chunks_.ReadAsync(
+      only->chunk_id(), only->chunk_crc32c(), only->chunk_length(), !ReadAsRange(*only, plan->want),
+      static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(plan->want),
       [this, ino, offset, size, finish = std::move(finish)](Result<std::string> range) mutable {
         if (range.ok()) return finish(std::move(range));
         // Every copy in turn, outages waited out, stale extents reloaded:
@@ -462,12 +460,14 @@ void FileStore::CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t,
   for (const auto& [offset, bytes] : ranges) {
     for (uint64_t slot = offset / kSlotBytes; slot <= (offset + bytes.size() - 1) / kSlotBytes; ++slot) {
       // A whole slot written at once is one chunk already.
-      if (offset <= slot * kSlotBytes && offset + bytes.size() >= (slot + 1) * kSlotBytes) continue;
-      inode.last_piece = std::chrono::steady_clock::now();
-      ++inode.pieces_since_compaction[slot];
+      const uint64_t slot_start = slot * kSlotBytes;
+      if (offset <= slot_start && offset + bytes.size() >= slot_start + kSlotBytes) continue;
+      auto& writes = inode.writes_since_compaction[slot];
+      ++writes.pieces;
+      writes.bytes += std::min(offset + bytes.size(), slot_start + kSlotBytes) - std::max(offset, slot_start);
     }
   }
-  QueueFragmentedSlotsLocked(ino, inode, options_.compact_after_pieces);
+  QueueFragmentedSlotsLocked(ino, inode);
 }
 
 Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
@@ -536,12 +536,12 @@ FileStore::~FileStore() {
   read_fallback_.join();
 }
 
-void FileStore::QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode, uint32_t min_pieces) {
+void FileStore::QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode) {
   std::vector<uint64_t> due;
-  for (auto it = inode.pieces_since_compaction.begin(); it != inode.pieces_since_compaction.end();) {
-    if (it->second >= min_pieces) {
+  for (auto it = inode.writes_since_compaction.begin(); it != inode.writes_since_compaction.end();) {
+    if (it->second.pieces >= options_.compact_after_pieces || it->second.bytes >= kSlotBytes) {
       due.push_back(it->first);
-      it = inode.pieces_since_compaction.erase(it);
+      it = inode.writes_since_compaction.erase(it);
     } else {
       ++it;
     }
@@ -550,21 +550,6 @@ void FileStore::QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode, uint32_t 
   std::lock_guard lock(compact_mu_);
   for (uint64_t slot : due) compact_queue_.try_emplace({ino, slot});
   compact_cv_.notify_one();
-}
-
-void FileStore::QueueIdleSlots() {
-  std::vector<std::pair<uint64_t, std::shared_ptr<Inode>>> inodes;
-  {
-    std::lock_guard lock(mu_);
-    inodes.assign(inodes_.begin(), inodes_.end());
-  }
-  const auto now = std::chrono::steady_clock::now();
-  for (auto& [ino, inode] : inodes) {
-    // A busy inode (a flush holds its lock across RPCs) is not idle anyway.
-    std::unique_lock lock(inode->mu, std::try_to_lock);
-    if (lock.owns_lock() && now - inode->last_piece >= kIdleCompactAfter)
-      QueueFragmentedSlotsLocked(ino, *inode, kIdleCompactPieces);
-  }
 }
 
 void FileStore::CompactorLoop() {
@@ -580,11 +565,7 @@ void FileStore::CompactorLoop() {
         for (auto it = compact_queue_.begin(); it != compact_queue_.end(); ++it)
           if (due == compact_queue_.end() || it->second.not_before < due->second.not_before) due = it;
         if (due == compact_queue_.end()) {
-          if (compact_cv_.wait_for(lock, kIdleCompactAfter / 2) == std::cv_status::timeout) {
-            lock.unlock();
-            QueueIdleSlots();
-            lock.lock();
-          }
+          compact_cv_.wait(lock);
         } else if (due->second.not_before > Clock::now()) {
           compact_cv_.wait_until(lock, due->second.not_before);
         } else {

@@ -77,8 +77,10 @@ class FileStore {
 
   // Compaction: a 1 MiB slot that this mount overwrote piecemeal (a VM
   // image's random 4 KiB writes) is rewritten in the background as one
-  // chunk per contiguous range, so that its extents stay few and the chunks
-  // it overwrote are freed. Starts/stops the background thread.
+  // chunk per contiguous range once it holds compact_after_pieces pieces or
+  // a slot's worth of overwritten bytes, so that its extents and the space
+  // its overwritten chunks hold stay bounded. Starts/stops the background
+  // thread.
   void StartCompactor();
   void StopCompactor();
   // Compacts the slot now (what the background thread does); false if the
@@ -102,9 +104,12 @@ class FileStore {
     bool extents_valid = false;
     uint64_t version = 0;  // meta's inode version that `extents` are
     int64_t mtime_ns = 0;  // and its modification time
-    // Flushes into each slot since it was last compacted (slot -> count).
-    std::map<uint64_t, uint32_t> pieces_since_compaction;
-    std::chrono::steady_clock::time_point last_piece{};  // the last flush counted there
+    // What flushes added to each slot since it was last compacted.
+    struct SlotWrites {
+      uint32_t pieces = 0;
+      uint64_t bytes = 0;
+    };
+    std::map<uint64_t, SlotWrites> writes_since_compaction;  // slot -> writes
     std::atomic<bool> changed_elsewhere{false};  // set without `mu` by Invalidate
     std::vector<proto::Extent> extents;  // sorted by file_offset
   };
@@ -144,15 +149,9 @@ class FileStore {
   Status FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset, std::string& out);
   void CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t, std::string>& ranges);  // REQUIRES: inode.mu
   void CompactorLoop();
-  // Queues the slots of files no flush has touched for kIdleCompactAfter
-  // that hold at least kIdleCompactPieces pieces: what a guest left
-  // fragmented below compact_after_pieces is tidied once it pauses.
-  void QueueIdleSlots();
-  // Queues the inode's slots with at least `min_pieces` pieces since their
-  // last compaction. REQUIRES: inode.mu
-  void QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode, uint32_t min_pieces);
-  static constexpr std::chrono::seconds kIdleCompactAfter{2};
-  static constexpr uint32_t kIdleCompactPieces = 2;
+  // Queues the inode's slots that reached a compaction bound.
+  // REQUIRES: inode.mu
+  void QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode);
   static void AddDirty(Inode& inode, uint64_t offset, std::string_view data);
 
   MountOptions options_;
