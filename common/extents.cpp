@@ -46,11 +46,15 @@ void OverlayExtent(std::vector<proto::Extent>& extents, const proto::Extent& fre
   extents.insert(extents.begin() + at, std::make_move_iterator(middle.begin()), std::make_move_iterator(middle.end()));
 }
 
-std::vector<proto::Extent> ExtentsIn(const std::vector<proto::Extent>& extents, uint64_t offset, uint64_t length) {
+std::vector<proto::Extent> ExtentMap::In(uint64_t offset, uint64_t length) const {
   std::vector<proto::Extent> in;
+  if (length == 0) return in;
   const uint64_t end = offset + length;
-  for (auto it = FirstEndingAfter(extents, offset); it != extents.end() && it->file_offset() < end; ++it)
-    in.push_back(*it);
+  for (auto it = slots_.lower_bound(offset / kSlotBytes); it != slots_.end() && it->first * kSlotBytes < end; ++it) {
+    const auto& extents = it->second;
+    for (auto e = FirstEndingAfter(extents, offset); e != extents.end() && e->file_offset() < end; ++e)
+      in.push_back(*e);
+  }
   return in;
 }
 

@@ -27,10 +27,10 @@
 #include <string_view>
 
 #include "common/bytes.h"
+#include "common/extents.h"
 
 namespace spool::meta::keys {
 
-constexpr uint64_t kSlotBytes = 1ull << 20;
 constexpr uint64_t kRootIno = 1;
 // Chunk ids handed to a session are tracked in aligned blocks of this many.
 constexpr uint64_t kChunkIdsPerBlock = 1024;

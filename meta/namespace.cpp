@@ -754,7 +754,7 @@ Status Namespace::ApplyLink(Txn& t, const proto::LinkRequest& r, OpOutcome* out)
 template <typename TxnT>
 Status TruncateExtents(TxnT& t, uint64_t ino, uint64_t size) {
   const std::string end = keys::PrefixEnd(keys::ExtentPrefix(ino));
-  return t.Scan(keys::Extents(ino, size / keys::kSlotBytes), end, [&](const std::string& key, const std::string& value) {
+  return t.Scan(keys::Extents(ino, size / kSlotBytes), end, [&](const std::string& key, const std::string& value) {
     ExtentList list;
     if (!list.ParseFromString(value)) return Err(EIO, "corrupt extent list of inode " + std::to_string(ino));
     std::vector<proto::Extent> kept;
@@ -824,7 +824,7 @@ proto::CommitWriteRequest PlaceAtEnd(const proto::CommitWriteRequest& r, uint64_
     uint64_t offset = size + e.file_offset();
     uint32_t left = e.length(), chunk_offset = e.chunk_offset();
     while (left > 0) {
-      const uint64_t slot_end = (offset / keys::kSlotBytes + 1) * keys::kSlotBytes;
+      const uint64_t slot_end = (offset / kSlotBytes + 1) * kSlotBytes;
       const uint32_t piece = static_cast<uint32_t>(std::min<uint64_t>(left, slot_end - offset));
       auto* p = placed.add_extents();
       *p = e;
@@ -882,8 +882,8 @@ Status Namespace::ApplyCommitWrite(Txn& t, const proto::CommitWriteRequest& requ
     if (e.chunk_length() == 0 || e.chunk_length() > kMaxChunkBytes) return Err(EINVAL, "chunk length out of range");
     if (uint64_t{e.chunk_offset()} + e.length() > e.chunk_length()) return Err(EINVAL, "extent beyond its chunk");
     if (e.file_offset() > (1ull << 62)) return Err(EFBIG, "file offset too large");
-    const uint64_t slot = e.file_offset() / keys::kSlotBytes;
-    if ((e.file_offset() + e.length() - 1) / keys::kSlotBytes != slot) return Err(EINVAL, "extent crosses a 1 MiB slot");
+    const uint64_t slot = e.file_offset() / kSlotBytes;
+    if ((e.file_offset() + e.length() - 1) / kSlotBytes != slot) return Err(EINVAL, "extent crosses a 1 MiB slot");
     by_slot[slot].push_back(&e);
   }
   if (r.slot_rewrite()) {
@@ -1186,9 +1186,9 @@ Status Namespace::GetExtents(uint64_t ino, proto::Attr* attr, google::protobuf::
   *attr = rec->attr();
   const std::string prefix = keys::ExtentPrefix(ino);
   const bool ranged = length != 0;
-  const std::string start = ranged ? keys::Extents(ino, offset / keys::kSlotBytes) : prefix;
+  const std::string start = ranged ? keys::Extents(ino, offset / kSlotBytes) : prefix;
   const std::string end =
-      ranged ? keys::Extents(ino, (offset + length - 1) / keys::kSlotBytes + 1) : keys::PrefixEnd(prefix);
+      ranged ? keys::Extents(ino, (offset + length - 1) / kSlotBytes + 1) : keys::PrefixEnd(prefix);
   rocksdb::Slice upper(end);
   rocksdb::ReadOptions ro = snap.ro;
   ro.iterate_upper_bound = &upper;

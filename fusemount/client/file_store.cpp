@@ -53,7 +53,7 @@ Result<proto::Attr> FileStore::Open(uint64_t ino, bool* keep_page_cache) {
   ++inode->opens;
   // Close-to-open: what meta has now replaces what we knew, except bytes we
   // have not flushed yet (another descriptor of ours is still writing).
-  inode->extents.assign(reply->extents().begin(), reply->extents().end());
+  inode->extents.Assign(reply->extents());
   inode->extents_valid = true;
   inode->version = reply->attr().version();
   inode->size = inode->dirty.empty() ? reply->attr().size() : std::max<uint64_t>(reply->attr().size(), inode->size);
@@ -192,7 +192,7 @@ void FileStore::ApplyOwnCommitLocked(Inode& inode, const std::vector<proto::Exte
   // ours over them as meta did, rather than fetch the whole list again (a
   // VM image's list is long, and its guest flushes all the time).
   if (inode.extents_valid && !inode.changed_elsewhere && inode.version + 1 == attr.version()) {
-    for (const auto& e : committed) OverlayExtent(inode.extents, e);
+    for (const auto& e : committed) inode.extents.Overlay(e);
     inode.version = attr.version();
     inode.mtime_ns = attr.mtime_ns();
   } else {
@@ -307,7 +307,7 @@ Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
   if (inode.extents_valid) return Status::Ok();
   auto reply = meta_.GetExtents(ino);
   if (!reply.ok()) return reply.status();
-  inode.extents.assign(reply->extents().begin(), reply->extents().end());
+  inode.extents.Assign(reply->extents());
   inode.extents_valid = true;
   inode.version = reply->attr().version();
   inode.mtime_ns = reply->attr().mtime_ns();
@@ -326,7 +326,7 @@ Result<FileStore::ReadPlan> FileStore::PlanReadLocked(uint64_t ino, Inode& inode
   if (offset >= inode.size) return plan;
   plan.want = static_cast<size_t>(std::min<uint64_t>(size, inode.size - offset));
   const uint64_t end = offset + plan.want;
-  plan.extents = ExtentsIn(inode.extents, offset, plan.want);
+  plan.extents = inode.extents.In(offset, plan.want);
   for (const auto& [doff, bytes] : inode.dirty) plan.buffered_in_range |= doff < end && doff + bytes.size() > offset;
   return plan;
 }

@@ -111,7 +111,7 @@ class FileStore {
     };
     std::map<uint64_t, SlotWrites> writes_since_compaction;  // slot -> writes
     std::atomic<bool> changed_elsewhere{false};  // set without `mu` by Invalidate
-    std::vector<proto::Extent> extents;  // sorted by file_offset
+    ExtentMap extents;
   };
 
   // What a read of [offset, offset + size) needs, taken under the inode's

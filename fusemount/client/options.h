@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/extents.h"
+
 namespace spool::client {
 
 struct MountOptions {
@@ -41,9 +43,6 @@ struct MountOptions {
   std::string host_name;  // reported to meta for the session
 };
 
-// Size of the file range whose extents meta keeps under one key; no chunk
-// ever crosses a slot boundary.
-constexpr uint64_t kSlotBytes = 1u << 20;
 constexpr uint32_t kMaxChunkBytes = 1u << 20;
 // Chunks up to this size are always read whole (and cached); from larger
 // ones a read of an eighth or less fetches just its range.

@@ -46,21 +46,32 @@ TEST(Extents, OverlayMatchesAByteModelAndKeepsTheListSortedAndDisjoint) {
   }
 }
 
-TEST(Extents, ExtentsInReturnsExactlyTheOverlappingOnes) {
-  std::vector<proto::Extent> extents = {Extent(0, 10, 1, 0), Extent(10, 5, 2, 0), Extent(20, 10, 3, 0),
-                                        Extent(40, 1, 4, 0)};
+TEST(Extents, ExtentMapReturnsExactlyTheOverlappingOnesAcrossSlots) {
+  constexpr uint64_t S = kSlotBytes;
+  const std::vector<proto::Extent> extents = {Extent(0, 10, 1, 0), Extent(10, 5, 2, 0), Extent(20, 10, 3, 0),
+                                              Extent(S - 4, 4, 4, 0), Extent(S, 8, 5, 0), Extent(3 * S + 1, 1, 6, 0)};
+  ExtentMap map;
+  map.Assign(extents);
   auto ids = [&](uint64_t offset, uint64_t length) {
     std::vector<uint64_t> out;
-    for (const auto& e : ExtentsIn(extents, offset, length)) out.push_back(e.chunk_id());
+    for (const auto& e : map.In(offset, length)) out.push_back(e.chunk_id());
     return out;
   };
   EXPECT_EQ(ids(0, 1), (std::vector<uint64_t>{1}));
   EXPECT_EQ(ids(9, 2), (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(ids(15, 5), (std::vector<uint64_t>{}));  // the hole between 2 and 3
   EXPECT_EQ(ids(14, 7), (std::vector<uint64_t>{2, 3}));
-  EXPECT_EQ(ids(0, 100), (std::vector<uint64_t>{1, 2, 3, 4}));
-  EXPECT_EQ(ids(41, 100), (std::vector<uint64_t>{}));
-  EXPECT_EQ(ids(40, 1), (std::vector<uint64_t>{4}));
+  EXPECT_EQ(ids(S - 1, 2), (std::vector<uint64_t>{4, 5}));  // across a slot boundary
+  EXPECT_EQ(ids(S + 8, 2 * S - 8), (std::vector<uint64_t>{}));  // an empty slot between
+  EXPECT_EQ(ids(0, 4 * S), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(ids(3 * S + 1, 1), (std::vector<uint64_t>{6}));
+  EXPECT_EQ(ids(3 * S + 2, 100), (std::vector<uint64_t>{}));
+  EXPECT_EQ(ids(5, 0), (std::vector<uint64_t>{}));
+
+  // An overlay touches its own slot only.
+  map.Overlay(Extent(S + 2, 2, 7, 0));
+  EXPECT_EQ(ids(S - 4, 12), (std::vector<uint64_t>{4, 5, 7, 5}));
+  EXPECT_EQ(ids(0, 30), (std::vector<uint64_t>{1, 2, 3}));
 }
 
 }  // namespace
