@@ -493,13 +493,34 @@ Result<bool> FileStore::CompactSlot(uint64_t ino, uint64_t slot) {
       runs.emplace_back(e.file_offset(), e.file_offset() + e.length());
   }
   if (pieces <= runs.size()) return true;  // one extent per run already
+  // Each chunk is read once, the span of it that the slot uses (an old
+  // chunk shows through between the pieces written over it many times).
+  struct Span {
+    const proto::Extent* any;  // an extent on the chunk (id, crc, length)
+    uint32_t from, to;
+    std::string bytes;
+  };
+  std::map<uint64_t, Span> spans;  // chunk id -> span
+  for (const auto& e : in_slot) {
+    auto [it, fresh] = spans.try_emplace(e.chunk_id(), Span{&e, e.chunk_offset(), e.chunk_offset() + e.length(), {}});
+    if (fresh) continue;
+    it->second.from = std::min(it->second.from, e.chunk_offset());
+    it->second.to = std::max(it->second.to, e.chunk_offset() + e.length());
+  }
+  for (auto& [id, span] : spans) {
+    auto bytes = chunks_.ReadRange(id, span.any->chunk_crc32c(), span.any->chunk_length(), span.from,
+                                   span.to - span.from);
+    if (bytes.status().code() == ENOENT) return false;  // a piece was replaced (and deleted) since: the slot changed
+    if (!bytes.ok()) return bytes.status();
+    span.bytes = std::move(*bytes);
+  }
   std::map<uint64_t, std::string> ranges;
-  for (const auto& [start, end] : runs) {
-    std::string bytes(end - start, '\0');
-    auto s = FillFromExtents(ino, in_slot, start, bytes);
-    if (s.code() == ENOENT) return false;  // a piece was replaced (and deleted) since: the slot changed
-    if (!s.ok()) return s;
-    ranges.emplace(start, std::move(bytes));
+  for (const auto& [start, end] : runs) ranges.emplace(start, std::string(end - start, '\0'));
+  for (const auto& e : in_slot) {
+    auto run = std::prev(ranges.upper_bound(e.file_offset()));
+    const Span& span = spans.at(e.chunk_id());
+    std::memcpy(run->second.data() + (e.file_offset() - run->first), span.bytes.data() + (e.chunk_offset() - span.from),
+                e.length());
   }
   // The chunks of a refused attempt are reclaimed with our session's unused
   // ids. The bytes do not change, so neither does the modification time.
