@@ -224,19 +224,21 @@ void FuseAdapter::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, con
 }
 
 void FuseAdapter::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  bool keep_cache = false;
-  auto attr = files_.Open(ino, &keep_cache);
-  if (!attr.ok()) return ReplyStatus(req, attr.status());
-  auto* file = new OpenFile{ino};
-  fi->fh = reinterpret_cast<uint64_t>(file);
-  // Close-to-open: pages are kept only if they hold meta's current version.
-  fi->keep_cache = keep_cache;
-  fi->direct_io = AppendsDirectly(fi);
-  if (fuse_reply_open(req, fi) != 0) {
-    (void)files_.Release(ino);
-    meta_.Release(ino);
+  // `fi` lives only until we return; the reply may come later.
+  files_.OpenAsync(ino, [req, ino, info = *fi](Result<proto::Attr> attr, bool keep_cache) mutable {
+    if (!attr.ok()) {
+      ReplyStatus(req, attr.status());
+      return true;
+    }
+    auto* file = new OpenFile{ino};
+    info.fh = reinterpret_cast<uint64_t>(file);
+    // Close-to-open: pages are kept only if they hold meta's current version.
+    info.keep_cache = keep_cache;
+    info.direct_io = AppendsDirectly(&info);
+    if (fuse_reply_open(req, &info) == 0) return true;
     delete file;
-  }
+    return false;  // the opener is gone (interrupted): FileStore undoes the open
+  });
 }
 
 void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {

@@ -10,6 +10,8 @@
 // is safe to retry.
 #pragma once
 
+#include <cerrno>
+
 #include <google/protobuf/message_lite.h>
 
 #include <asio.hpp>
@@ -39,6 +41,12 @@ struct RpcClientOptions {
 };
 
 using Clock = std::chrono::steady_clock;
+
+// Errors that mean "the server was not reached or did not answer", as
+// opposed to an answer from it: callers retry these (on another copy).
+inline bool IsTransportError(int code) {
+  return code == ECONNRESET || code == ECONNREFUSED || code == ETIMEDOUT || code == ENOTCONN || code == EPIPE;
+}
 
 class RpcClient : public std::enable_shared_from_this<RpcClient> {
  public:

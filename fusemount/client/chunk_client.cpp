@@ -11,6 +11,8 @@
 
 namespace spool::client {
 
+using rpc::IsTransportError;
+
 using rpc::Method;
 
 Status ClusterView::Refresh() {
@@ -96,10 +98,6 @@ void ChunkClient::MarkSuspect(uint32_t brick_id) {
 }
 
 namespace {
-
-bool IsTransportError(int code) {
-  return code == ECONNRESET || code == ECONNREFUSED || code == ETIMEDOUT || code == ENOTCONN || code == EPIPE;
-}
 
 const proto::BrickEntry* FindBrick(const proto::ClusterMap& map, uint32_t id) {
   for (const auto& b : map.bricks())

@@ -42,24 +42,71 @@ std::shared_ptr<FileStore::Inode> FileStore::FindOrAdd(uint64_t ino) {
 Result<proto::Attr> FileStore::Open(uint64_t ino, bool* keep_page_cache) {
   auto reply = meta_.Open(ino, false);
   if (!reply.ok()) return reply.status();
-  {
-    std::lock_guard lock(cached_versions_mu_);
-    auto [it, added] = cached_versions_.try_emplace(ino, reply->attr().version());
-    *keep_page_cache = !added && it->second == reply->attr().version();
-    it->second = reply->attr().version();
-  }
   auto inode = FindOrAdd(ino);
   std::lock_guard lock(inode->mu);
-  ++inode->opens;
+  return OpenedLocked(ino, *inode, *reply, keep_page_cache);
+}
+
+proto::Attr FileStore::OpenedLocked(uint64_t ino, Inode& inode, const proto::OpenReply& reply, bool* keep_page_cache) {
+  {
+    std::lock_guard lock(cached_versions_mu_);
+    auto [it, added] = cached_versions_.try_emplace(ino, reply.attr().version());
+    *keep_page_cache = !added && it->second == reply.attr().version();
+    it->second = reply.attr().version();
+  }
+  ++inode.opens;
   // Close-to-open: what meta has now replaces what we knew, except bytes we
   // have not flushed yet (another descriptor of ours is still writing).
-  inode->extents.Assign(reply->extents());
-  inode->extents_valid = true;
-  inode->version = reply->attr().version();
-  inode->size = inode->dirty.empty() ? reply->attr().size() : std::max<uint64_t>(reply->attr().size(), inode->size);
-  proto::Attr attr = reply->attr();
-  attr.set_size(inode->size);
+  inode.extents.Assign(reply.extents());
+  inode.extents_valid = true;
+  inode.version = reply.attr().version();
+  inode.size = inode.dirty.empty() ? reply.attr().size() : std::max<uint64_t>(reply.attr().size(), inode.size);
+  proto::Attr attr = reply.attr();
+  attr.set_size(inode.size);
   return attr;
+}
+
+void FileStore::OpenAsync(uint64_t ino, OpenDone done) {
+  {
+    std::lock_guard lock(async_reads_mu_);
+    ++async_reads_;
+  }
+  auto finish = [this, ino, done = std::move(done)](Result<proto::Attr> attr, bool keep_page_cache) {
+    const bool opened = attr.ok();
+    if (!done(std::move(attr), keep_page_cache) && opened) {
+      // Release may flush, which waits for replies: not on an io thread.
+      asio::post(read_fallback_, [this, ino] {
+        (void)Release(ino);
+        meta_.Release(ino);
+      });
+    }
+    std::lock_guard lock(async_reads_mu_);
+    if (--async_reads_ == 0) async_reads_cv_.notify_all();
+  };
+  meta_.OpenAsync(ino, [this, ino, finish = std::move(finish)](Result<proto::OpenReply> reply) mutable {
+    if (!reply.ok() && !rpc::IsTransportError(reply.status().code())) return finish(reply.status(), false);
+    auto inode = reply.ok() ? FindOrAdd(ino) : nullptr;
+    // The inode's lock may be held by a flush waiting for a reply that this
+    // io thread has to receive: never wait for it here.
+    std::unique_lock lock = inode ? std::unique_lock(inode->mu, std::try_to_lock) : std::unique_lock<std::mutex>();
+    if (lock.owns_lock()) {
+      bool keep = false;
+      auto attr = OpenedLocked(ino, *inode, *reply, &keep);
+      lock.unlock();
+      return finish(std::move(attr), keep);
+    }
+    // Meta away (Open waits it out) or the inode busy: on a thread that may block.
+    asio::post(read_fallback_, [this, ino, inode, reply = std::move(reply), finish = std::move(finish)]() mutable {
+      bool keep = false;
+      if (!reply.ok()) {
+        auto attr = Open(ino, &keep);
+        return finish(std::move(attr), keep);
+      }
+      std::lock_guard lock(inode->mu);
+      auto attr = OpenedLocked(ino, *inode, *reply, &keep);
+      finish(std::move(attr), keep);
+    });
+  });
 }
 
 void FileStore::Created(const proto::Attr& attr) {

@@ -37,6 +37,13 @@ class FileStore {
   // *keep_page_cache: the kernel's pages of the file hold exactly meta's
   // current version, so the open may keep them (see cached_versions_).
   Result<proto::Attr> Open(uint64_t ino, bool* keep_page_cache);
+  // Open, with `done` called from the io thread that receives meta's reply
+  // (a mail read is open, read, close: the FUSE worker does not wait for
+  // meta). Meta away, or the inode busy, takes Open's path on a thread that
+  // may block. `done` runs exactly once and must not block; it returns
+  // false if the opener could not be told (then the open is undone here).
+  using OpenDone = std::function<bool(Result<proto::Attr>, bool keep_page_cache)>;
+  void OpenAsync(uint64_t ino, OpenDone done);
   void Created(const proto::Attr& attr);
   // The kernel dropped the inode, and its pages with it.
   void Forget(uint64_t ino);
@@ -56,7 +63,8 @@ class FileStore {
   // takes Read's path. `done` runs exactly once and must not block.
   using ReadDone = std::function<void(Result<std::string>)>;
   void ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone done);
-  // Waits until every ReadAsync has called its `done` (before unmounting).
+  // Waits until every ReadAsync and OpenAsync has called its `done` (before
+  // unmounting).
   void WaitForAsyncReads();
   Status Flush(uint64_t ino);
   // Applies a setattr through meta; a size change flushes first.
@@ -140,6 +148,8 @@ class FileStore {
   Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
                                    const std::vector<proto::Extent>* rewrite_of = nullptr,
                                    std::vector<proto::Extent>* committed = nullptr);
+  // Takes meta's answer to an open of ours. REQUIRES: inode.mu
+  proto::Attr OpenedLocked(uint64_t ino, Inode& inode, const proto::OpenReply& reply, bool* keep_page_cache);
   // After this mount's commit of `committed` made `attr`: updates the
   // inode's extents in place, or marks them for reloading. REQUIRES: inode.mu
   void ApplyOwnCommitLocked(Inode& inode, const std::vector<proto::Extent>& committed, const proto::Attr& attr);
@@ -188,12 +198,13 @@ class FileStore {
   std::thread compactor_;
   std::atomic<uint64_t> slots_compacted_{0};
 
-  // Reads that ReadAsync handed back to Read's path run here, off the io
-  // threads; a read waiting out an outage holds one thread.
+  // Reads and opens that ReadAsync/OpenAsync handed back to the waiting
+  // paths run here, off the io threads; one waiting out an outage holds a
+  // thread.
   asio::thread_pool read_fallback_{8};
   std::mutex async_reads_mu_;  // guards async_reads_
   std::condition_variable async_reads_cv_;
-  uint64_t async_reads_ = 0;  // ReadAsync calls whose `done` has not run yet
+  uint64_t async_reads_ = 0;  // ReadAsync/OpenAsync calls whose `done` has not run yet
 };
 
 }  // namespace spool::client

@@ -10,13 +10,7 @@ namespace spool::client {
 
 using rpc::Method;
 
-namespace {
-// Errors that mean "meta was not reached or did not answer", as opposed to
-// an answer from meta: these are retried.
-bool IsTransportError(int code) {
-  return code == ECONNRESET || code == ECONNREFUSED || code == ETIMEDOUT || code == ENOTCONN || code == EPIPE;
-}
-}  // namespace
+using rpc::IsTransportError;
 
 MetaClient::MetaClient(asio::io_context& io, const MountOptions& options, ClusterKey key)
     : io_(io), options_(options), heartbeat_timer_(io) {
@@ -300,15 +294,34 @@ Result<proto::StatfsReply> MetaClient::Statfs() {
   return reply;
 }
 
-Result<proto::OpenReply> MetaClient::Open(uint64_t ino, bool truncate) {
+proto::OpenRequest MetaClient::OpenRequestFor(uint64_t ino, bool truncate) const {
   proto::OpenRequest request;
   request.set_ino(ino);
   request.set_session_id(session_id_);
   request.set_truncate(truncate);
+  return request;
+}
+
+Result<proto::OpenReply> MetaClient::Open(uint64_t ino, bool truncate) {
   proto::OpenReply reply;
-  auto s = Call(Method::kOpen, request, &reply);
+  auto s = Call(Method::kOpen, OpenRequestFor(ino, truncate), &reply);
   if (!s.ok()) return s;
   return reply;
+}
+
+void MetaClient::OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenReply>)> done) {
+  calls_[static_cast<size_t>(Method::kOpen) % kMethodSlots]++;
+  rpc_->CallAsync(Method::kOpen, OpenRequestFor(ino, false), {}, options_.rpc_timeout,
+                  [this, done = std::move(done)](Result<rpc::Frame> result) {
+                    if (!result.ok()) {
+                      if (!IsTransportError(result.status().code())) ReRegisterIfReconnected();
+                      return done(result.status());
+                    }
+                    ReRegisterIfReconnected();
+                    proto::OpenReply reply;
+                    if (!result->ParseHeader(reply)) return done(Status::Error(EIO, "malformed open reply"));
+                    done(std::move(reply));
+                  });
 }
 
 void MetaClient::Release(uint64_t ino) {
