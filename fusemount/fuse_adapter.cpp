@@ -113,24 +113,51 @@ void FuseAdapter::Init(fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
+void FuseAdapter::AttrFromIoThread(std::function<void(AttrDone)> start, std::function<Result<proto::Attr>()> wait,
+                                   AttrDone reply) {
+  files_.BeginAsync();
+  start([this, wait = std::move(wait), reply = std::move(reply)](Result<proto::Attr> attr) mutable {
+    if (!attr.ok() && rpc::IsTransportError(attr.status().code())) {
+      // Meta away: the waiting call rides out the outage, off the io thread.
+      files_.RunWaiting([this, wait = std::move(wait), reply = std::move(reply)] {
+        auto again = wait();
+        if (again.ok()) files_.Overlay(*again);
+        reply(std::move(again));
+      });
+    } else if (attr.ok() && !files_.TryOverlay(*attr)) {
+      files_.RunWaiting([this, attr = std::move(attr), reply = std::move(reply)]() mutable {
+        files_.Overlay(*attr);
+        reply(std::move(attr));
+      });
+    } else {
+      reply(std::move(attr));
+    }
+    files_.EndAsync();
+  });
+}
+
 void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto attr = meta_.Lookup(parent, name);
-  if (attr.ok()) files_.Overlay(*attr);
-  if (!attr.ok() && attr.status().code() == ENOENT) {
-    // A negative entry with no lifetime: another mount may create it any time.
-    fuse_entry_param e{};
-    fuse_reply_entry(req, &e);
-    return;
-  }
-  ReplyEntry(req, attr);
+  AttrFromIoThread([this, parent, name = std::string(name)](AttrDone done) { meta_.LookupAsync(parent, name, done); },
+                   [this, parent, name = std::string(name)] { return meta_.Lookup(parent, name); },
+                   [this, req](Result<proto::Attr> attr) {
+                     if (!attr.ok() && attr.status().code() == ENOENT) {
+                       // A negative entry with no lifetime: another mount may create it any time.
+                       fuse_entry_param e{};
+                       fuse_reply_entry(req, &e);
+                       return;
+                     }
+                     ReplyEntry(req, attr);
+                   });
 }
 
 void FuseAdapter::GetAttr(fuse_req_t req, fuse_ino_t ino) {
-  auto attr = meta_.GetAttr(ino);
-  if (!attr.ok()) return ReplyStatus(req, attr.status());
-  files_.Overlay(*attr);
-  auto st = StatOf(*attr);
-  fuse_reply_attr(req, &st, options_.attr_timeout_s);
+  AttrFromIoThread([this, ino](AttrDone done) { meta_.GetAttrAsync(ino, done); },
+                   [this, ino] { return meta_.GetAttr(ino); },
+                   [this, req](Result<proto::Attr> attr) {
+                     if (!attr.ok()) return ReplyStatus(req, attr.status());
+                     auto st = StatOf(*attr);
+                     fuse_reply_attr(req, &st, options_.attr_timeout_s);
+                   });
 }
 
 void FuseAdapter::SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set) {

@@ -11,6 +11,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -76,6 +77,14 @@ class FuseAdapter {
 
  private:
   void ReplyEntry(fuse_req_t req, const Result<proto::Attr>& attr);
+  // A meta call answering with attributes, replied to the kernel from the io
+  // thread that receives meta's answer (the FUSE worker does not wait):
+  // `start` sends it once, `reply` answers the kernel with the attributes
+  // corrected by FileStore::Overlay. Meta away takes `wait` (the waiting
+  // call), and a busy inode the plain Overlay, off the io thread.
+  using AttrDone = std::function<void(Result<proto::Attr>)>;
+  void AttrFromIoThread(std::function<void(AttrDone)> start, std::function<Result<proto::Attr>()> wait,
+                        AttrDone reply);
   void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
                 const std::string& symlink_target);
   fuse_entry_param EntryParam(const proto::Attr& attr) const;

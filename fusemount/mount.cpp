@@ -270,7 +270,7 @@ int RunMount(const MountCommand& command) {
   fuse_loop_cfg_destroy(config);
 
   invalidator.Stop();
-  files->WaitForAsyncReads();  // their replies need the session
+  files->WaitForAsyncCalls();  // their replies need the session
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

@@ -67,21 +67,17 @@ proto::Attr FileStore::OpenedLocked(uint64_t ino, Inode& inode, const proto::Ope
 }
 
 void FileStore::OpenAsync(uint64_t ino, OpenDone done) {
-  {
-    std::lock_guard lock(async_reads_mu_);
-    ++async_reads_;
-  }
+  BeginAsync();
   auto finish = [this, ino, done = std::move(done)](Result<proto::Attr> attr, bool keep_page_cache) {
     const bool opened = attr.ok();
     if (!done(std::move(attr), keep_page_cache) && opened) {
       // Release may flush, which waits for replies: not on an io thread.
-      asio::post(read_fallback_, [this, ino] {
+      RunWaiting([this, ino] {
         (void)Release(ino);
         meta_.Release(ino);
       });
     }
-    std::lock_guard lock(async_reads_mu_);
-    if (--async_reads_ == 0) async_reads_cv_.notify_all();
+    EndAsync();
   };
   meta_.OpenAsync(ino, [this, ino, finish = std::move(finish)](Result<proto::OpenReply> reply) mutable {
     if (!reply.ok() && !rpc::IsTransportError(reply.status().code())) return finish(reply.status(), false);
@@ -96,7 +92,7 @@ void FileStore::OpenAsync(uint64_t ino, OpenDone done) {
       return finish(std::move(attr), keep);
     }
     // Meta away (Open waits it out) or the inode busy: on a thread that may block.
-    asio::post(read_fallback_, [this, ino, inode, reply = std::move(reply), finish = std::move(finish)]() mutable {
+    RunWaiting([this, ino, inode, reply = std::move(reply), finish = std::move(finish)]() mutable {
       bool keep = false;
       if (!reply.ok()) {
         auto attr = Open(ino, &keep);
@@ -440,14 +436,10 @@ void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone d
   const bool one_piece = only && !plan->buffered_in_range && only->file_offset() <= offset &&
                          only->file_offset() + only->length() >= offset + plan->want;
   if (!one_piece) return done(ReadPlanned(ino, *inode, offset, size, std::move(*plan)));
-  {
-    std::lock_guard lock(async_reads_mu_);
-    ++async_reads_;
-  }
+  BeginAsync();
   auto finish = [this, done = std::move(done)](Result<std::string> result) {
     done(std::move(result));
-    std::lock_guard lock(async_reads_mu_);
-    if (--async_reads_ == 0) async_reads_cv_.notify_all();
+    EndAsync();
   };
   const uint64_t in_chunk = only->chunk_offset() + (offset - only->file_offset());
   chunks_.ReadAsync(
@@ -457,15 +449,33 @@ void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone d
         if (range.ok()) return finish(std::move(range));
         // Every copy in turn, outages waited out, stale extents reloaded:
         // Read's path, on a thread that may block.
-        asio::post(read_fallback_, [this, ino, offset, size, finish = std::move(finish)]() mutable {
+        RunWaiting([this, ino, offset, size, finish = std::move(finish)]() mutable {
           finish(Read(ino, offset, size));
         });
       });
 }
 
-void FileStore::WaitForAsyncReads() {
-  std::unique_lock lock(async_reads_mu_);
-  async_reads_cv_.wait(lock, [&] { return async_reads_ == 0; });
+void FileStore::BeginAsync() {
+  std::lock_guard lock(async_mu_);
+  ++async_calls_;
+}
+
+void FileStore::EndAsync() {
+  std::lock_guard lock(async_mu_);
+  if (--async_calls_ == 0) async_cv_.notify_all();
+}
+
+void FileStore::RunWaiting(std::function<void()> work) {
+  BeginAsync();
+  asio::post(waiting_pool_, [this, work = std::move(work)] {
+    work();
+    EndAsync();
+  });
+}
+
+void FileStore::WaitForAsyncCalls() {
+  std::unique_lock lock(async_mu_);
+  async_cv_.wait(lock, [&] { return async_calls_ == 0; });
 }
 
 Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset,
@@ -600,8 +610,8 @@ void FileStore::StopCompactor() {
 
 FileStore::~FileStore() {
   StopCompactor();
-  WaitForAsyncReads();
-  read_fallback_.join();
+  WaitForAsyncCalls();
+  waiting_pool_.join();
 }
 
 void FileStore::QueueFragmentedSlotsLocked(uint64_t ino, Inode& inode) {
@@ -694,7 +704,20 @@ void FileStore::Overlay(proto::Attr& attr) {
   auto inode = Find(attr.ino());
   if (!inode) return;
   std::lock_guard lock(inode->mu);
-  if (!inode->dirty.empty()) attr.set_size(std::max<uint64_t>(attr.size(), inode->size));
+  OverlayLocked(*inode, attr);
+}
+
+bool FileStore::TryOverlay(proto::Attr& attr) {
+  auto inode = Find(attr.ino());
+  if (!inode) return true;
+  std::unique_lock lock(inode->mu, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  OverlayLocked(*inode, attr);
+  return true;
+}
+
+void FileStore::OverlayLocked(const Inode& inode, proto::Attr& attr) {
+  if (!inode.dirty.empty()) attr.set_size(std::max<uint64_t>(attr.size(), inode.size));
 }
 
 }  // namespace spool::client

@@ -63,14 +63,23 @@ class FileStore {
   // takes Read's path. `done` runs exactly once and must not block.
   using ReadDone = std::function<void(Result<std::string>)>;
   void ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone done);
-  // Waits until every ReadAsync and OpenAsync has called its `done` (before
-  // unmounting).
-  void WaitForAsyncReads();
+  // Calls whose reply goes out from an io thread (ReadAsync, OpenAsync, the
+  // adapter's own) are counted from Begin to End, so that unmounting can wait
+  // for them: their replies need the session.
+  void BeginAsync();
+  void EndAsync();
+  void WaitForAsyncCalls();
+  // Runs `work` off the io threads, where it may block (a call riding out
+  // an outage, a wait for an inode's lock); counted as above.
+  void RunWaiting(std::function<void()> work);
   Status Flush(uint64_t ino);
   // Applies a setattr through meta; a size change flushes first.
   Result<proto::Attr> SetAttr(const proto::SetAttrRequest& request);
   // Corrects attributes from meta with what only this mount knows yet.
   void Overlay(proto::Attr& attr);
+  // Overlay without waiting for the inode's lock (on an io thread, where a
+  // flush holding it may wait for us); false if it was busy.
+  bool TryOverlay(proto::Attr& attr);
   // One inode number per open descriptor (for MetaClient's re-registration).
   std::vector<uint64_t> OpenDescriptors();
   // Another mount changed the file: the next read asks meta for its extents.
@@ -148,6 +157,7 @@ class FileStore {
   Result<proto::Attr> PutAndCommit(uint64_t ino, const std::map<uint64_t, std::string>& ranges, bool append,
                                    const std::vector<proto::Extent>* rewrite_of = nullptr,
                                    std::vector<proto::Extent>* committed = nullptr);
+  static void OverlayLocked(const Inode& inode, proto::Attr& attr);  // REQUIRES: inode.mu
   // Takes meta's answer to an open of ours. REQUIRES: inode.mu
   proto::Attr OpenedLocked(uint64_t ino, Inode& inode, const proto::OpenReply& reply, bool* keep_page_cache);
   // After this mount's commit of `committed` made `attr`: updates the
@@ -198,13 +208,11 @@ class FileStore {
   std::thread compactor_;
   std::atomic<uint64_t> slots_compacted_{0};
 
-  // Reads and opens that ReadAsync/OpenAsync handed back to the waiting
-  // paths run here, off the io threads; one waiting out an outage holds a
-  // thread.
-  asio::thread_pool read_fallback_{8};
-  std::mutex async_reads_mu_;  // guards async_reads_
-  std::condition_variable async_reads_cv_;
-  uint64_t async_reads_ = 0;  // ReadAsync/OpenAsync calls whose `done` has not run yet
+  // RunWaiting's threads; one riding out an outage holds a thread.
+  asio::thread_pool waiting_pool_{8};
+  std::mutex async_mu_;  // guards async_calls_
+  std::condition_variable async_cv_;
+  uint64_t async_calls_ = 0;  // BeginAsync calls not ended yet
 };
 
 }  // namespace spool::client

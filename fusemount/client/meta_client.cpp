@@ -166,23 +166,52 @@ void MetaClient::Post(Method method, const google::protobuf::MessageLite& reques
   (void)rpc_->Call(method, request);
 }
 
-Result<proto::Attr> MetaClient::Lookup(uint64_t parent, const std::string& name) {
+namespace {
+proto::LookupRequest LookupRequestFor(uint64_t parent, const std::string& name) {
   proto::LookupRequest request;
   request.set_parent(parent);
   request.set_name(name);
+  return request;
+}
+
+proto::GetAttrRequest GetAttrRequestFor(uint64_t ino) {
+  proto::GetAttrRequest request;
+  request.set_ino(ino);
+  return request;
+}
+
+// The attributes out of a reply that carries them.
+template <typename Reply>
+std::function<void(Result<Reply>)> TakeAttr(std::function<void(Result<proto::Attr>)> done) {
+  return [done = std::move(done)](Result<Reply> reply) {
+    if (!reply.ok()) return done(reply.status());
+    done(std::move(*reply->mutable_attr()));
+  };
+}
+}  // namespace
+
+Result<proto::Attr> MetaClient::Lookup(uint64_t parent, const std::string& name) {
   proto::EntryReply reply;
-  auto s = Call(Method::kLookup, request, &reply);
+  auto s = Call(Method::kLookup, LookupRequestFor(parent, name), &reply);
   if (!s.ok()) return s;
   return reply.attr();
 }
 
+void MetaClient::LookupAsync(uint64_t parent, const std::string& name,
+                             std::function<void(Result<proto::Attr>)> done) {
+  CallOnceAsync<proto::EntryReply>(Method::kLookup, LookupRequestFor(parent, name),
+                                   TakeAttr<proto::EntryReply>(std::move(done)));
+}
+
 Result<proto::Attr> MetaClient::GetAttr(uint64_t ino) {
-  proto::GetAttrRequest request;
-  request.set_ino(ino);
   proto::AttrReply reply;
-  auto s = Call(Method::kGetAttr, request, &reply);
+  auto s = Call(Method::kGetAttr, GetAttrRequestFor(ino), &reply);
   if (!s.ok()) return s;
   return reply.attr();
+}
+
+void MetaClient::GetAttrAsync(uint64_t ino, std::function<void(Result<proto::Attr>)> done) {
+  CallOnceAsync<proto::AttrReply>(Method::kGetAttr, GetAttrRequestFor(ino), TakeAttr<proto::AttrReply>(std::move(done)));
 }
 
 Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
@@ -309,19 +338,25 @@ Result<proto::OpenReply> MetaClient::Open(uint64_t ino, bool truncate) {
   return reply;
 }
 
-void MetaClient::OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenReply>)> done) {
-  calls_[static_cast<size_t>(Method::kOpen) % kMethodSlots]++;
-  rpc_->CallAsync(Method::kOpen, OpenRequestFor(ino, false), {}, options_.rpc_timeout,
-                  [this, done = std::move(done)](Result<rpc::Frame> result) {
-                    if (!result.ok()) {
-                      if (!IsTransportError(result.status().code())) ReRegisterIfReconnected();
-                      return done(result.status());
-                    }
+template <typename Reply>
+void MetaClient::CallOnceAsync(Method method, const google::protobuf::MessageLite& request,
+                               std::function<void(Result<Reply>)> done) {
+  calls_[static_cast<size_t>(method) % kMethodSlots]++;
+  rpc_->CallAsync(method, request, {}, options_.rpc_timeout,
+                  [this, method, done = std::move(done)](Result<rpc::Frame> result) {
+                    if (!result.ok() && IsTransportError(result.status().code())) return done(result.status());
                     ReRegisterIfReconnected();
-                    proto::OpenReply reply;
-                    if (!result->ParseHeader(reply)) return done(Status::Error(EIO, "malformed open reply"));
+                    if (!result.ok()) return done(result.status());
+                    Reply reply;
+                    if (!result->ParseHeader(reply))
+                      return done(Status::Error(EIO, "malformed reply to method " +
+                                                         std::to_string(static_cast<int>(method))));
                     done(std::move(reply));
                   });
+}
+
+void MetaClient::OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenReply>)> done) {
+  CallOnceAsync<proto::OpenReply>(Method::kOpen, OpenRequestFor(ino, false), std::move(done));
 }
 
 void MetaClient::Release(uint64_t ino) {

@@ -52,10 +52,12 @@ class MetaClient {
   Result<proto::ReaddirReply> Readdir(uint64_t ino, const std::string& after, uint32_t max_entries, bool plus);
   Result<proto::StatfsReply> Statfs();
   Result<proto::OpenReply> Open(uint64_t ino, bool truncate);
-  // Open (not truncating) without waiting: one try, no retries; `done` runs
-  // on an io thread and must not block. On a transport error (see
-  // rpc::IsTransportError) the caller falls back to Open.
-  void OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenReply>)> done);
+  // The *Async calls: one try, no retries; `done` runs on an io thread and
+  // must not block. On a transport error (see rpc::IsTransportError) the
+  // caller falls back to the waiting call, which rides out meta's outages.
+  void OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenReply>)> done);  // not truncating
+  void LookupAsync(uint64_t parent, const std::string& name, std::function<void(Result<proto::Attr>)> done);
+  void GetAttrAsync(uint64_t ino, std::function<void(Result<proto::Attr>)> done);
   void Release(uint64_t ino);
   // length 0: the whole file; else the 1 MiB slots the range touches.
   Result<proto::GetExtentsReply> GetExtents(uint64_t ino, uint64_t offset = 0, uint64_t length = 0);
@@ -87,6 +89,9 @@ class MetaClient {
   void ReRegisterOpenFiles();  // never blocks
   Status OpenSession();
   proto::OpenRequest OpenRequestFor(uint64_t ino, bool truncate) const;
+  template <typename Reply>
+  void CallOnceAsync(rpc::Method method, const google::protobuf::MessageLite& request,
+                     std::function<void(Result<Reply>)> done);
   Result<proto::AllocChunkIdsReply> AllocChunkIds(uint32_t count);
 
   asio::io_context& io_;
