@@ -12,7 +12,6 @@
 namespace spool::client {
 
 using rpc::IsTransportError;
-
 using rpc::Method;
 
 Status ClusterView::Refresh() {
@@ -249,6 +248,13 @@ Result<std::string> ChunkClient::ReadRange(uint64_t chunk_id, uint32_t crc32c, u
 
 namespace {
 
+// What a brick sent for a GetChunk: a range is checked by the brick (its
+// length here), a whole chunk against the CRC32C meta recorded.
+bool Intact(std::string_view payload, uint32_t range_length, uint32_t chunk_length, uint32_t crc32c) {
+  if (range_length != 0) return payload.size() == range_length;
+  return payload.size() == chunk_length && Crc32c(payload) == crc32c;
+}
+
 // length 0: the whole chunk.
 proto::GetChunkRequest GetChunkRequestFor(uint32_t pg, uint64_t chunk_id, uint32_t offset, uint32_t length) {
   proto::GetChunkRequest request;
@@ -298,13 +304,10 @@ void ChunkClient::ReadAsync(uint64_t chunk_id, uint32_t crc32c, uint32_t chunk_l
                       if (IsTransportError(reply.status().code())) MarkSuspect(brick_id);
                       return done(reply.status());
                     }
-                    if (!whole) {
-                      if (reply->payload().size() != length) return done(Status::Error(EIO, "short range from brick"));
-                      return done(std::string(reply->payload()));
-                    }
                     // A bad copy is reported by the waiting path it falls back to.
-                    if (reply->payload().size() != chunk_length || Crc32c(reply->payload()) != crc32c)
+                    if (!Intact(reply->payload(), whole ? 0 : length, chunk_length, crc32c))
                       return done(Status::Error(EBADMSG, "chunk " + std::to_string(chunk_id) + " failed its check"));
+                    if (!whole) return done(std::string(reply->payload()));
                     auto bytes = std::make_shared<const std::string>(reply->payload());
                     cache_.Put(chunk_id, bytes);
                     done(bytes->substr(offset, length));
@@ -329,9 +332,7 @@ Result<std::string> ChunkClient::FetchFromCopies(uint64_t chunk_id, uint32_t crc
       const auto request = GetChunkRequestFor(pg, chunk_id, range_offset, range_length);
       auto s = bricks_.Get(brick->address())
                    ->CallSync(Method::kGetChunk, request, &reply, {}, &payload, options_.rpc_timeout);
-      const bool intact = range_length != 0 ? payload.size() == range_length
-                                            : payload.size() == length && Crc32c(payload) == crc32c;
-      if (s.ok() && intact) return payload;
+      if (s.ok() && Intact(payload, range_length, length, crc32c)) return payload;
       if (s.ok() || s.code() == EBADMSG) {
         SPOOL_LOG_WARN("mount bad chunk copy chunk={} brick={} pg={} reason=\"{}\"", chunk_id, brick->id(), pg,
                        s.ok() ? "checksum mismatch" : s.message());
