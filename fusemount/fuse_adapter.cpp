@@ -113,14 +113,15 @@ void FuseAdapter::Init(fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
-void FuseAdapter::AttrFromIoThread(std::function<void(AttrDone)> start, std::function<Result<proto::Attr>()> wait,
+void FuseAdapter::AttrFromIoThread(std::function<void(AttrDone)> start, std::function<Result<proto::Attr>(bool)> wait,
                                    AttrDone reply) {
   files_.BeginAsync();
   start([this, wait = std::move(wait), reply = std::move(reply)](Result<proto::Attr> attr) mutable {
     if (!attr.ok() && rpc::IsTransportError(attr.status().code())) {
       // Meta away: the waiting call rides out the outage, off the io thread.
-      files_.RunWaiting([this, wait = std::move(wait), reply = std::move(reply)] {
-        auto again = wait();
+      const bool maybe_applied = rpc::MayHaveArrived(attr.status().code());
+      files_.RunWaiting([this, wait = std::move(wait), reply = std::move(reply), maybe_applied] {
+        auto again = wait(maybe_applied);
         if (again.ok()) files_.Overlay(*again);
         reply(std::move(again));
       });
@@ -136,9 +137,25 @@ void FuseAdapter::AttrFromIoThread(std::function<void(AttrDone)> start, std::fun
   });
 }
 
+void FuseAdapter::StatusFromIoThread(std::function<void(StatusDone)> start, std::function<Status(bool)> wait,
+                                     StatusDone reply) {
+  files_.BeginAsync();
+  start([this, wait = std::move(wait), reply = std::move(reply)](Status status) mutable {
+    if (rpc::IsTransportError(status.code())) {
+      const bool maybe_applied = rpc::MayHaveArrived(status.code());
+      files_.RunWaiting([wait = std::move(wait), reply = std::move(reply), maybe_applied] {
+        reply(wait(maybe_applied));
+      });
+    } else {
+      reply(std::move(status));
+    }
+    files_.EndAsync();
+  });
+}
+
 void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   AttrFromIoThread([this, parent, name = std::string(name)](AttrDone done) { meta_.LookupAsync(parent, name, done); },
-                   [this, parent, name = std::string(name)] { return meta_.Lookup(parent, name); },
+                   [this, parent, name = std::string(name)](bool) { return meta_.Lookup(parent, name); },
                    [this, req](Result<proto::Attr> attr) {
                      if (!attr.ok() && attr.status().code() == ENOENT) {
                        // A negative entry with no lifetime: another mount may create it any time.
@@ -152,7 +169,7 @@ void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void FuseAdapter::GetAttr(fuse_req_t req, fuse_ino_t ino) {
   AttrFromIoThread([this, ino](AttrDone done) { meta_.GetAttrAsync(ino, done); },
-                   [this, ino] { return meta_.GetAttr(ino); },
+                   [this, ino](bool) { return meta_.GetAttr(ino); },
                    [this, req](Result<proto::Attr> attr) {
                      if (!attr.ok()) return ReplyStatus(req, attr.status());
                      auto st = StatOf(*attr);
@@ -218,7 +235,11 @@ void FuseAdapter::MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, 
   request.set_symlink_target(symlink_target);
   // Nodes made here are not opened: a regular file from mknod(2) must not
   // register an open with meta.
-  ReplyEntry(req, meta_.Create(request, /*open_for_session=*/false));
+  AttrFromIoThread([this, request](AttrDone done) { meta_.CreateAsync(request, /*open_for_session=*/false, done); },
+                   [this, request](bool maybe_applied) {
+                     return meta_.Create(request, /*open_for_session=*/false, maybe_applied);
+                   },
+                   [this, req](Result<proto::Attr> attr) { ReplyEntry(req, attr); });
 }
 
 void FuseAdapter::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
@@ -233,17 +254,31 @@ void FuseAdapter::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, c
   MakeNode(req, parent, name, S_IFLNK | 0777, 0, link);
 }
 
-void FuseAdapter::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReplyStatus(req, meta_.Unlink(parent, name, false));
+void FuseAdapter::RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, bool directory) {
+  StatusFromIoThread(
+      [this, parent, name = std::string(name), directory](StatusDone done) {
+        meta_.UnlinkAsync(parent, name, directory, done);
+      },
+      [this, parent, name = std::string(name), directory](bool maybe_applied) {
+        return meta_.Unlink(parent, name, directory, maybe_applied);
+      },
+      [req](Status s) { ReplyStatus(req, s); });
 }
 
-void FuseAdapter::Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReplyStatus(req, meta_.Unlink(parent, name, true));
-}
+void FuseAdapter::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) { RemoveName(req, parent, name, false); }
+
+void FuseAdapter::Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) { RemoveName(req, parent, name, true); }
 
 void FuseAdapter::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                          const char* newname, unsigned int flags) {
-  ReplyStatus(req, meta_.Rename(parent, name, newparent, newname, flags));
+  StatusFromIoThread(
+      [this, parent, name = std::string(name), newparent, newname = std::string(newname), flags](StatusDone done) {
+        meta_.RenameAsync(parent, name, newparent, newname, flags, done);
+      },
+      [this, parent, name = std::string(name), newparent, newname = std::string(newname), flags](bool maybe_applied) {
+        return meta_.Rename(parent, name, newparent, newname, flags, maybe_applied);
+      },
+      [req](Status s) { ReplyStatus(req, s); });
 }
 
 void FuseAdapter::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
@@ -277,19 +312,48 @@ void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
   request.set_uid(ctx->uid);
   request.set_gid(ctx->gid);
   request.set_exclusive(fi->flags & O_EXCL);
-  auto attr = meta_.Create(request);
-  if (!attr.ok()) return ReplyStatus(req, attr.status());
-  files_.Created(*attr);
-  auto* file = new OpenFile{attr->ino()};
-  fi->fh = reinterpret_cast<uint64_t>(file);
-  fi->keep_cache = 0;  // a new file (or an existing one O_CREAT opened): nothing worth keeping
-  fi->direct_io = AppendsDirectly(fi);
-  auto e = EntryParam(*attr);
-  if (fuse_reply_create(req, &e, fi) != 0) {
-    (void)files_.Release(attr->ino());
-    meta_.Release(attr->ino());
-    delete file;
+  // Answered from the io thread like an open; `fi` lives only until we return.
+  files_.BeginAsync();
+  meta_.CreateAsync(request, /*open_for_session=*/true,
+                    [this, req, request, info = *fi](Result<proto::Attr> attr) mutable {
+                      if (!attr.ok() && rpc::IsTransportError(attr.status().code())) {
+                        const bool maybe_applied = rpc::MayHaveArrived(attr.status().code());
+                        files_.RunWaiting([this, req, request, info, maybe_applied]() mutable {
+                          auto again = meta_.Create(request, /*open_for_session=*/true, maybe_applied);
+                          if (again.ok()) files_.Created(*again);
+                          if (!ReplyCreated(req, again, info)) UndoCreate(*again);
+                        });
+                      } else if (attr.ok() && !files_.TryCreated(*attr)) {
+                        files_.RunWaiting([this, req, attr = std::move(attr), info]() mutable {
+                          files_.Created(*attr);
+                          if (!ReplyCreated(req, attr, info)) UndoCreate(*attr);
+                        });
+                      } else if (!ReplyCreated(req, attr, info)) {
+                        // Release may flush, which waits for replies: not on an io thread.
+                        files_.RunWaiting([this, attr = std::move(attr)] { UndoCreate(*attr); });
+                      }
+                      files_.EndAsync();
+                    });
+}
+
+bool FuseAdapter::ReplyCreated(fuse_req_t req, const Result<proto::Attr>& attr, fuse_file_info info) {
+  if (!attr.ok()) {
+    ReplyStatus(req, attr.status());
+    return true;
   }
+  auto* file = new OpenFile{attr->ino()};
+  info.fh = reinterpret_cast<uint64_t>(file);
+  info.keep_cache = 0;  // a new file (or an existing one O_CREAT opened): nothing worth keeping
+  info.direct_io = AppendsDirectly(&info);
+  auto e = EntryParam(*attr);
+  if (fuse_reply_create(req, &e, &info) == 0) return true;
+  delete file;
+  return false;  // the creator is gone (interrupted)
+}
+
+void FuseAdapter::UndoCreate(const proto::Attr& attr) {
+  (void)files_.Release(attr.ino());
+  meta_.Release(attr.ino());
 }
 
 void FuseAdapter::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {

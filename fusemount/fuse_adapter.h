@@ -81,10 +81,20 @@ class FuseAdapter {
   // thread that receives meta's answer (the FUSE worker does not wait):
   // `start` sends it once, `reply` answers the kernel with the attributes
   // corrected by FileStore::Overlay. Meta away takes `wait` (the waiting
-  // call), and a busy inode the plain Overlay, off the io thread.
+  // call, told whether the first try may have been carried out), and a busy
+  // inode the plain Overlay, off the io thread.
   using AttrDone = std::function<void(Result<proto::Attr>)>;
-  void AttrFromIoThread(std::function<void(AttrDone)> start, std::function<Result<proto::Attr>()> wait,
+  void AttrFromIoThread(std::function<void(AttrDone)> start, std::function<Result<proto::Attr>(bool maybe_applied)> wait,
                         AttrDone reply);
+  // The same for a call answering with a status alone (unlink, rename).
+  using StatusDone = std::function<void(Status)>;
+  void StatusFromIoThread(std::function<void(StatusDone)> start, std::function<Status(bool maybe_applied)> wait,
+                          StatusDone reply);
+  // Answers a create(2); false if the creator is gone (interrupted): the
+  // caller then undoes the open with UndoCreate, on a thread that may wait.
+  bool ReplyCreated(fuse_req_t req, const Result<proto::Attr>& attr, fuse_file_info info);
+  void UndoCreate(const proto::Attr& attr);
+  void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, bool directory);
   void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
                 const std::string& symlink_target);
   fuse_entry_param EntryParam(const proto::Attr& attr) const;

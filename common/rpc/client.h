@@ -48,6 +48,11 @@ inline bool IsTransportError(int code) {
   return code == ECONNRESET || code == ECONNREFUSED || code == ETIMEDOUT || code == ENOTCONN || code == EPIPE;
 }
 
+// Transport errors after which the request may have reached the server and
+// been carried out (sent, but the answer was lost), unlike a refused or
+// absent connection: a retried mutation may find its own work done.
+inline bool MayHaveArrived(int code) { return code == ECONNRESET || code == ETIMEDOUT; }
+
 class RpcClient : public std::enable_shared_from_this<RpcClient> {
  public:
   static std::shared_ptr<RpcClient> Create(asio::io_context& io, std::string address, ClusterKey key,

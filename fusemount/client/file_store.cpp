@@ -106,15 +106,27 @@ void FileStore::OpenAsync(uint64_t ino, OpenDone done) {
 }
 
 void FileStore::Created(const proto::Attr& attr) {
+  auto inode = FindOrAdd(attr.ino());
+  std::lock_guard lock(inode->mu);
+  CreatedLocked(attr, *inode);
+}
+
+bool FileStore::TryCreated(const proto::Attr& attr) {
+  auto inode = FindOrAdd(attr.ino());
+  std::unique_lock lock(inode->mu, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  CreatedLocked(attr, *inode);
+  return true;
+}
+
+void FileStore::CreatedLocked(const proto::Attr& attr, Inode& inode) {
   {
     std::lock_guard lock(cached_versions_mu_);
     cached_versions_[attr.ino()] = attr.version();
   }
-  auto inode = FindOrAdd(attr.ino());
-  std::lock_guard lock(inode->mu);
-  ++inode->opens;
-  inode->size = attr.size();
-  inode->extents_valid = false;  // an existing file may have been returned
+  ++inode.opens;
+  inode.size = attr.size();
+  inode.extents_valid = false;  // an existing file may have been returned
 }
 
 Status FileStore::Release(uint64_t ino) {

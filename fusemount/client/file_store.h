@@ -44,7 +44,11 @@ class FileStore {
   // false if the opener could not be told (then the open is undone here).
   using OpenDone = std::function<bool(Result<proto::Attr>, bool keep_page_cache)>;
   void OpenAsync(uint64_t ino, OpenDone done);
+  // create(2) opened the file (new, or existing without O_EXCL).
   void Created(const proto::Attr& attr);
+  // Created without waiting for the inode's lock (an io thread); false, and
+  // nothing done, if it was busy.
+  bool TryCreated(const proto::Attr& attr);
   // The kernel dropped the inode, and its pages with it.
   void Forget(uint64_t ino);
   // The last reference from this descriptor is gone; flushes what is left.
@@ -158,6 +162,7 @@ class FileStore {
                                    const std::vector<proto::Extent>* rewrite_of = nullptr,
                                    std::vector<proto::Extent>* committed = nullptr);
   static void OverlayLocked(const Inode& inode, proto::Attr& attr);  // REQUIRES: inode.mu
+  void CreatedLocked(const proto::Attr& attr, Inode& inode);  // REQUIRES: inode.mu
   // Takes meta's answer to an open of ours. REQUIRES: inode.mu
   proto::Attr OpenedLocked(uint64_t ino, Inode& inode, const proto::OpenReply& reply, bool* keep_page_cache);
   // After this mount's commit of `committed` made `attr`: updates the

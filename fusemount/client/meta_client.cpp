@@ -91,7 +91,6 @@ void MetaClient::Heartbeat() {
 
 Status MetaClient::Call(Method method, const google::protobuf::MessageLite& request,
                         google::protobuf::MessageLite* reply, std::string* reply_payload, bool* ambiguous) {
-  if (ambiguous) *ambiguous = false;
   calls_[static_cast<size_t>(method) % kMethodSlots]++;
   auto deadline = std::chrono::steady_clock::now() + options_.hard_timeout;
   auto backoff = std::chrono::milliseconds(20);
@@ -101,7 +100,7 @@ Status MetaClient::Call(Method method, const google::protobuf::MessageLite& requ
       if (method != Method::kOpenSession) ReRegisterIfReconnected();
       return s;
     }
-    if (ambiguous && (s.code() == ECONNRESET || s.code() == ETIMEDOUT)) *ambiguous = true;
+    if (ambiguous && rpc::MayHaveArrived(s.code())) *ambiguous = true;
     if (stopped_ || std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount meta unreachable method={} error=\"{}\"", static_cast<int>(method), s.ToString());
       return Status::Error(EIO, "metadata service unreachable: " + s.message());
@@ -221,11 +220,16 @@ Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
   return reply.attr();
 }
 
-Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_for_session) {
-  bool opens = open_for_session && (request.mode() & S_IFMT) == S_IFREG;
-  if (opens) request.set_session_id(session_id_);
+proto::CreateRequest MetaClient::CreateRequestFor(proto::CreateRequest request, bool open_for_session) const {
+  if (open_for_session && (request.mode() & S_IFMT) == S_IFREG) request.set_session_id(session_id_);
+  return request;
+}
+
+Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_for_session, bool maybe_applied) {
+  request = CreateRequestFor(std::move(request), open_for_session);
+  const bool opens = request.session_id() != 0;
   proto::EntryReply reply;
-  bool ambiguous = false;
+  bool ambiguous = maybe_applied;
   auto s = Call(Method::kCreate, request, &reply, nullptr, &ambiguous);
   if (s.code() == EEXIST && ambiguous) {
     // Our first attempt may have created it before meta went away: accept a
@@ -246,29 +250,59 @@ Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_f
   return reply.attr();
 }
 
-Status MetaClient::Unlink(uint64_t parent, const std::string& name, bool directory) {
+void MetaClient::CreateAsync(proto::CreateRequest request, bool open_for_session,
+                             std::function<void(Result<proto::Attr>)> done) {
+  CallOnceAsync<proto::EntryReply>(Method::kCreate, CreateRequestFor(std::move(request), open_for_session),
+                                   TakeAttr<proto::EntryReply>(std::move(done)));
+}
+
+namespace {
+
+proto::UnlinkRequest UnlinkRequestFor(uint64_t parent, const std::string& name, bool directory) {
   proto::UnlinkRequest request;
   request.set_parent(parent);
   request.set_name(name);
   request.set_directory(directory);
-  proto::Empty reply;
-  bool ambiguous = false;
-  auto s = Call(Method::kUnlink, request, &reply, nullptr, &ambiguous);
-  if (s.code() == ENOENT && ambiguous) return Status::Ok();  // our first attempt removed it
-  return s;
+  return request;
 }
 
-Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
-                          const std::string& new_name, uint32_t flags) {
+proto::RenameRequest RenameRequestFor(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
+                                      const std::string& new_name, uint32_t flags) {
   proto::RenameRequest request;
   request.set_old_parent(old_parent);
   request.set_old_name(old_name);
   request.set_new_parent(new_parent);
   request.set_new_name(new_name);
   request.set_flags(flags);
+  return request;
+}
+
+// Replies that carry nothing but their status.
+std::function<void(Result<proto::Empty>)> TakeStatus(std::function<void(Status)> done) {
+  return [done = std::move(done)](Result<proto::Empty> reply) { done(reply.status()); };
+}
+
+}  // namespace
+
+Status MetaClient::Unlink(uint64_t parent, const std::string& name, bool directory, bool maybe_applied) {
   proto::Empty reply;
-  bool ambiguous = false;
-  auto s = Call(Method::kRename, request, &reply, nullptr, &ambiguous);
+  bool ambiguous = maybe_applied;
+  auto s = Call(Method::kUnlink, UnlinkRequestFor(parent, name, directory), &reply, nullptr, &ambiguous);
+  if (s.code() == ENOENT && ambiguous) return Status::Ok();  // our first attempt removed it
+  return s;
+}
+
+void MetaClient::UnlinkAsync(uint64_t parent, const std::string& name, bool directory,
+                             std::function<void(Status)> done) {
+  CallOnceAsync<proto::Empty>(Method::kUnlink, UnlinkRequestFor(parent, name, directory), TakeStatus(std::move(done)));
+}
+
+Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
+                          const std::string& new_name, uint32_t flags, bool maybe_applied) {
+  proto::Empty reply;
+  bool ambiguous = maybe_applied;
+  auto s = Call(Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags), &reply, nullptr,
+                &ambiguous);
   if (s.code() == ENOENT && ambiguous && flags == 0) {
     // Done by our first attempt if the source is gone and the target exists.
     auto source = Lookup(old_parent, old_name);
@@ -276,6 +310,12 @@ Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint
     if (!source.ok() && source.status().code() == ENOENT && target.ok()) return Status::Ok();
   }
   return s;
+}
+
+void MetaClient::RenameAsync(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
+                             const std::string& new_name, uint32_t flags, std::function<void(Status)> done) {
+  CallOnceAsync<proto::Empty>(Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags),
+                              TakeStatus(std::move(done)));
 }
 
 Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const std::string& new_name) {

@@ -30,7 +30,8 @@ class MetaClient {
   uint64_t session_id() const { return session_id_.load(); }
 
   // One request/reply exchange with retries (see class comment).
-  // `ambiguous` is set when an attempt was sent but its answer was lost (meta
+  // `*ambiguous` is set (never cleared: an earlier attempt of the caller's
+  // may have set it) when an attempt was sent but its answer was lost (meta
   // died or the connection broke): a mutation may then have been applied
   // already, and a retry's EEXIST/ENOENT may be our own doing.
   Status Call(rpc::Method method, const google::protobuf::MessageLite& request,
@@ -43,10 +44,12 @@ class MetaClient {
   Result<proto::Attr> SetAttr(const proto::SetAttrRequest& request);
   // With open_for_session, a regular file is created open by this mount's
   // session (create(2)); mknod/mkdir/symlink pass false.
-  Result<proto::Attr> Create(proto::CreateRequest request, bool open_for_session = true);
-  Status Unlink(uint64_t parent, const std::string& name, bool directory);
+  // The mutations take `maybe_applied`: an attempt the caller made (an
+  // *Async one) may have reached meta, so EEXIST/ENOENT may be its doing.
+  Result<proto::Attr> Create(proto::CreateRequest request, bool open_for_session = true, bool maybe_applied = false);
+  Status Unlink(uint64_t parent, const std::string& name, bool directory, bool maybe_applied = false);
   Status Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent, const std::string& new_name,
-                uint32_t flags);
+                uint32_t flags, bool maybe_applied = false);
   Result<proto::Attr> Link(uint64_t ino, uint64_t new_parent, const std::string& new_name);
   Result<std::string> Readlink(uint64_t ino);
   Result<proto::ReaddirReply> Readdir(uint64_t ino, const std::string& after, uint32_t max_entries, bool plus);
@@ -58,6 +61,13 @@ class MetaClient {
   void OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenReply>)> done);  // not truncating
   void LookupAsync(uint64_t parent, const std::string& name, std::function<void(Result<proto::Attr>)> done);
   void GetAttrAsync(uint64_t ino, std::function<void(Result<proto::Attr>)> done);
+  // Mutations, one try likewise; after a transport error the waiting call
+  // gets maybe_applied = rpc::MayHaveArrived(code).
+  void CreateAsync(proto::CreateRequest request, bool open_for_session,
+                   std::function<void(Result<proto::Attr>)> done);
+  void UnlinkAsync(uint64_t parent, const std::string& name, bool directory, std::function<void(Status)> done);
+  void RenameAsync(uint64_t old_parent, const std::string& old_name, uint64_t new_parent, const std::string& new_name,
+                   uint32_t flags, std::function<void(Status)> done);
   void Release(uint64_t ino);
   // length 0: the whole file; else the 1 MiB slots the range touches.
   Result<proto::GetExtentsReply> GetExtents(uint64_t ino, uint64_t offset = 0, uint64_t length = 0);
@@ -89,6 +99,7 @@ class MetaClient {
   void ReRegisterOpenFiles();  // never blocks
   Status OpenSession();
   proto::OpenRequest OpenRequestFor(uint64_t ino, bool truncate) const;
+  proto::CreateRequest CreateRequestFor(proto::CreateRequest request, bool open_for_session) const;
   template <typename Reply>
   void CallOnceAsync(rpc::Method method, const google::protobuf::MessageLite& request,
                      std::function<void(Result<Reply>)> done);
