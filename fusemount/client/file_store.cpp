@@ -137,15 +137,16 @@ Status FileStore::Release(uint64_t ino) {
     std::lock_guard lock(inode->mu);
     s = FlushLocked(ino, *inode);
     if (--inode->opens > 0) return s;
-    if (!inode->dirty.empty()) {
+    if (inode->Buffered()) {
       // The last descriptor is gone and its bytes could not be stored; close()
       // reports the error. Keeping them would hold the memory forever and
       // retry a write nobody waits for (as the kernel drops pages after a
       // writeback error it has reported).
-      SPOOL_LOG_WARN("mount dropped unwritten bytes on close ino={} bytes={} error=\"{}\"", ino, inode->dirty_bytes,
-                     s.ToString());
+      SPOOL_LOG_WARN("mount dropped unwritten bytes on close ino={} bytes={} error=\"{}\"", ino,
+                     inode->dirty_bytes + inode->appended.size(), s.ToString());
       inode->dirty.clear();
       inode->dirty_bytes = 0;
+      inode->appended.clear();
       inode->extents_valid = false;
     }
   }
@@ -155,7 +156,7 @@ Status FileStore::Release(uint64_t ino) {
     // Never wait for an inode's lock while holding mu_: a flush holds it
     // across RPCs. A busy inode is simply kept; the next release drops it.
     std::unique_lock inode_lock(inode->mu, std::try_to_lock);
-    if (inode_lock && inode->opens <= 0 && inode->dirty.empty()) inodes_.erase(it);
+    if (inode_lock && inode->opens <= 0 && !inode->Buffered()) inodes_.erase(it);
   }
   return s;
 }
@@ -198,6 +199,9 @@ void FileStore::AddDirty(Inode& inode, uint64_t offset, std::string_view data) {
 Status FileStore::Write(uint64_t ino, uint64_t offset, std::string_view data) {
   auto inode = FindOrAdd(ino);
   std::lock_guard lock(inode->mu);
+  // Appends buffered before this write go first, as they were written.
+  if (!inode->appended.empty())
+    if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
   AddDirty(*inode, offset, data);
   inode->size = std::max<uint64_t>(inode->size, offset + data.size());
   if (inode->dirty_bytes >= options_.inode_buffer_bytes) return FlushLocked(ino, *inode);
@@ -212,33 +216,45 @@ Status FileStore::Flush(uint64_t ino) {
 }
 
 Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
-  if (inode.dirty.empty()) return Status::Ok();
-  std::vector<proto::Extent> committed;
-  auto attr = WriteRanges(ino, inode.dirty, /*append=*/false, &committed);
-  if (!attr.ok()) return attr.status();
-  NoteOwnChange(ino, attr->version());
-  CountPieces(ino, inode, inode.dirty);
-  ++inode.flushes;
-  inode.dirty.clear();
-  inode.dirty_bytes = 0;
-  inode.size = attr->size();
-  ApplyOwnCommitLocked(inode, committed, *attr);
+  if (!inode.dirty.empty()) {
+    std::vector<proto::Extent> committed;
+    auto attr = WriteRanges(ino, inode.dirty, /*append=*/false, &committed);
+    if (!attr.ok()) return attr.status();
+    NoteOwnChange(ino, attr->version());
+    CountPieces(ino, inode, inode.dirty);
+    ++inode.flushes;
+    inode.dirty.clear();
+    inode.dirty_bytes = 0;
+    inode.size = attr->size();
+    ApplyOwnCommitLocked(inode, committed, *attr);
+  }
+  if (!inode.appended.empty()) {
+    // Meta places them after the file's end as it is now, which another
+    // mount's appends may have moved: the whole run lands there intact.
+    std::map<uint64_t, std::string> ranges;
+    ranges.emplace(0, inode.appended);
+    auto attr = WriteRanges(ino, ranges, /*append=*/true);
+    ForgetCachedVersion(ino);  // direct I/O: the kernel's pages did not see these bytes
+    if (!attr.ok()) return attr.status();
+    ++inode.flushes;
+    inode.appended.clear();
+    inode.size = attr->size();
+    inode.extents_valid = false;
+  }
   return Status::Ok();
 }
 
 Result<uint64_t> FileStore::Append(uint64_t ino, std::string_view data) {
   auto inode = FindOrAdd(ino);
   std::lock_guard lock(inode->mu);
-  if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
-  if (data.empty()) return inode->size;
-  std::map<uint64_t, std::string> ranges;
-  ranges.emplace(0, std::string(data));
-  auto attr = WriteRanges(ino, ranges, /*append=*/true);
-  ForgetCachedVersion(ino);  // direct I/O: the kernel's pages did not see these bytes
-  if (!attr.ok()) return attr.status();
-  inode->size = attr->size();
-  inode->extents_valid = false;
-  return attr->size();
+  // Positional writes buffered before this one go first, as they were written.
+  if (!inode->dirty.empty())
+    if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
+  inode->appended.append(data);
+  const uint64_t end = inode->size + inode->appended.size();
+  if (inode->appended.size() >= options_.inode_buffer_bytes)
+    if (auto s = FlushLocked(ino, *inode); !s.ok()) return s;
+  return end;
 }
 
 void FileStore::ApplyOwnCommitLocked(Inode& inode, const std::vector<proto::Extent>& committed,
@@ -374,6 +390,9 @@ Status FileStore::LoadExtentsLocked(uint64_t ino, Inode& inode) {
 }
 
 Result<FileStore::ReadPlan> FileStore::PlanReadLocked(uint64_t ino, Inode& inode, uint64_t offset, size_t size) {
+  // Where buffered appends will land is meta's to say: committed first.
+  if (!inode.appended.empty())
+    if (auto s = FlushLocked(ino, inode); !s.ok()) return s;
   auto s = LoadExtentsLocked(ino, inode);
   if (!s.ok()) return s;
   ReadPlan plan;
@@ -730,6 +749,7 @@ bool FileStore::TryOverlay(proto::Attr& attr) {
 
 void FileStore::OverlayLocked(const Inode& inode, proto::Attr& attr) {
   if (!inode.dirty.empty()) attr.set_size(std::max<uint64_t>(attr.size(), inode.size));
+  if (!inode.appended.empty()) attr.set_size(std::max<uint64_t>(attr.size(), inode.size) + inode.appended.size());
 }
 
 }  // namespace spool::client

@@ -55,9 +55,11 @@ class FileStore {
   Status Release(uint64_t ino);
 
   Status Write(uint64_t ino, uint64_t offset, std::string_view data);
-  // An O_APPEND write: durable at once, placed by meta after the end of the
-  // file as every mount sees it, so that concurrent appenders on several
-  // hosts never overwrite each other. Returns the new size.
+  // An O_APPEND write: buffered like any write (durable at fsync or close),
+  // then placed by meta after the end of the file as every mount sees it at
+  // the flush, so that concurrent appenders on several hosts never overwrite
+  // each other and each write() lands whole. Returns the end of the file as
+  // this mount sees it.
   Result<uint64_t> Append(uint64_t ino, std::string_view data);
   Result<std::string> Read(uint64_t ino, uint64_t offset, size_t size);
   // Read, with the reply from the io thread that receives the bytes when
@@ -119,6 +121,12 @@ class FileStore {
     // RPC reply (a flush), which would then never arrive.
     std::atomic<int> opens{0};
     std::map<uint64_t, std::string> dirty;  // offset -> bytes, non-overlapping
+    // O_APPEND writes not committed yet, in the order written: meta places
+    // them after the file's end at the flush (fsync, close, unlock, a read).
+    // At most one of `dirty` and `appended` holds bytes: each flushes the
+    // other first, so that bytes land in the order they were written.
+    std::string appended;
+    bool Buffered() const { return !dirty.empty() || !appended.empty(); }
     uint64_t flushes = 0;  // bumped whenever `dirty` went into chunks
     size_t dirty_bytes = 0;
     uint64_t size = 0;  // meta's size, grown by buffered writes
