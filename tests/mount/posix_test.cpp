@@ -153,6 +153,37 @@ TEST(Posix, AppendFromTwoDescriptors) {
   EXPECT_EQ(ReadAll(path), expected);
 }
 
+// Appends are buffered until close; meanwhile every reader on this mount
+// sees them, and positional writes and appends land in the order written.
+TEST(Posix, BufferedAppendsAreReadableBeforeCloseAndKeepWriteOrder) {
+  auto dir = MountEnvironment::TestDir();
+  std::string path = dir + "/index.log";
+  int positional = ::open(path.c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(positional, 0);
+  ASSERT_EQ(::write(positional, "0123", 4), 4);
+  int appender = ::open(path.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(appender, 0);
+  ASSERT_EQ(::write(appender, "abc", 3), 3);
+  {
+    int reader = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(reader, 0);
+    char buf[16] = {};
+    EXPECT_EQ(::pread(reader, buf, sizeof buf, 0), 7);
+    EXPECT_EQ(std::string(buf, 7), "0123abc");
+    struct stat st {};
+    ASSERT_EQ(::fstat(reader, &st), 0);
+    EXPECT_EQ(st.st_size, 7);
+    ::close(reader);
+  }
+  ASSERT_EQ(::pwrite(positional, "X", 1, 0), 1);  // after the appends above
+  ASSERT_EQ(::write(appender, "de", 2), 2);        // after the pwrite
+  ASSERT_EQ(::write(appender, "fg", 2), 2);
+  EXPECT_EQ(Stat(path).st_size, 11);
+  ASSERT_EQ(::close(appender), 0);
+  ASSERT_EQ(::close(positional), 0);
+  EXPECT_EQ(ReadAll(path), "X123abcdefg");
+}
+
 TEST(Posix, TruncateDownAndUp) {
   auto dir = MountEnvironment::TestDir();
   std::string path = dir + "/t";
