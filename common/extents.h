@@ -35,6 +35,11 @@ class ExtentMap {
   void Overlay(const proto::Extent& fresh) { OverlayExtent(slots_[fresh.file_offset() / kSlotBytes], fresh); }
   // The extents that overlap [offset, offset + length), in order.
   std::vector<proto::Extent> In(uint64_t offset, uint64_t length) const;
+  // How many extents slot `slot` holds.
+  size_t CountInSlot(uint64_t slot) const {
+    auto it = slots_.find(slot);
+    return it == slots_.end() ? 0 : it->second.size();
+  }
 
  private:
   std::map<uint64_t, std::vector<proto::Extent>> slots_;  // slot -> its extents

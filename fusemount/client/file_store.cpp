@@ -221,12 +221,12 @@ Status FileStore::FlushLocked(uint64_t ino, Inode& inode) {
     auto attr = WriteRanges(ino, inode.dirty, /*append=*/false, &committed);
     if (!attr.ok()) return attr.status();
     NoteOwnChange(ino, attr->version());
+    ApplyOwnCommitLocked(inode, committed, *attr);
     CountPieces(ino, inode, inode.dirty);
     ++inode.flushes;
     inode.dirty.clear();
     inode.dirty_bytes = 0;
     inode.size = attr->size();
-    ApplyOwnCommitLocked(inode, committed, *attr);
   }
   if (!inode.appended.empty()) {
     // Meta places them after the file's end as it is now, which another
@@ -553,6 +553,11 @@ void FileStore::CountPieces(uint64_t ino, Inode& inode, const std::map<uint64_t,
       auto& writes = inode.writes_since_compaction[slot];
       ++writes.pieces;
       writes.bytes += std::min(offset + bytes.size(), slot_start + kSlotBytes) - std::max(offset, slot_start);
+      // What this mount counted is what it wrote since it opened the file;
+      // the slot may hold pieces of earlier sessions and of other mounts too.
+      // Each piece can split the extent it lands in: 2 extents per piece.
+      if (inode.extents_valid && inode.extents.CountInSlot(slot) > 2 * size_t{options_.compact_after_pieces})
+        writes.pieces = std::max(writes.pieces, options_.compact_after_pieces);
     }
   }
   QueueFragmentedSlotsLocked(ino, inode);

@@ -101,8 +101,9 @@ class FileStore {
   // Compaction: a 1 MiB slot that this mount overwrote piecemeal (a VM
   // image's random 4 KiB writes) is rewritten in the background as one
   // chunk per contiguous range once it holds compact_after_pieces pieces or
-  // a slot's worth of overwritten bytes, so that its extents and the space
-  // its overwritten chunks hold stay bounded. Starts/stops the background
+  // a slot's worth of overwritten bytes, or more than twice that many
+  // extents (pieces of other mounts and earlier sessions included), so that
+  // its extents and the space its overwritten chunks hold stay bounded. Starts/stops the background
   // thread.
   void StartCompactor();
   void StopCompactor();

@@ -23,8 +23,8 @@ struct MountOptions {
   // Per-inode write-back buffer; a full buffer is flushed to the bricks.
   size_t inode_buffer_bytes = 8u << 20;
   // A 1 MiB slot flushed in this many pieces (or with 1 MiB of bytes in
-  // pieces) since its last compaction is compacted in the background; 0 =
-  // never. Not sooner: each compaction rewrites the whole slot on every
+  // pieces) since its last compaction, or holding more than twice this many
+  // extents whoever wrote them, is compacted in the background; 0 = never. Not sooner: each compaction rewrites the whole slot on every
   // copy, so a lower bound trades write and read capacity for fewer extents.
   uint32_t compact_after_pieces = 16;
   // Chunk ids fetched from meta per allocation.
