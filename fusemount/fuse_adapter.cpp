@@ -59,8 +59,66 @@ constexpr std::chrono::milliseconds kLockWatchLimit{2000};
 }  // namespace
 
 FuseAdapter::FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view,
-                         fuse_session* session, Invalidator& watch)
-    : options_(options), meta_(meta), files_(files), view_(view), session_(session), watch_(watch) {}
+                         fuse_session* session, Invalidator& watch, DirNames& names)
+    : options_(options), meta_(meta), files_(files), view_(view), session_(session), watch_(watch), names_(names) {}
+
+namespace {
+
+// Errors after which a name was certainly not added.
+bool NothingAdded(int code) {
+  switch (code) {
+    case EEXIST: case ENOENT: case ENOTDIR: case EISDIR: case ENOTEMPTY: case EINVAL: case ENAMETOOLONG:
+    case EACCES: case EPERM: case EXDEV: case ENOSPC: case EDQUOT: case EMLINK: case ELOOP: case EBUSY:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void FuseAdapter::NoteAdded(uint64_t dir, const std::string& name, const Status& s) {
+  if (s.ok() || s.code() == EEXIST) return names_.Added(dir, name);
+  // An add that may have happened (meta unreachable, its answer lost):
+  // the copy can no longer say what is not there.
+  if (!NothingAdded(s.code())) meta_.ReleaseDirLease(dir, names_.Drop(dir));
+}
+
+uint64_t FuseAdapter::StartCopy(uint64_t dir, const proto::ReaddirReply& first_page) {
+  const uint64_t lease = first_page.lease_id();
+  if (lease == 0) return 0;
+  if (names_.BeginListing(dir, lease, meta_.connection_generation())) return CopyPage(dir, lease, first_page);
+  meta_.ReleaseDirLease(dir, lease);
+  return 0;
+}
+
+uint64_t FuseAdapter::CopyPage(uint64_t dir, uint64_t lease, const proto::ReaddirReply& page) {
+  if (lease == 0) return 0;
+  std::vector<std::string> names;
+  names.reserve(static_cast<size_t>(page.entries_size()));
+  for (const auto& entry : page.entries()) names.push_back(entry.name());
+  if (!names_.AddListed(dir, lease, names)) {
+    meta_.ReleaseDirLease(dir, lease);  // recalled meanwhile, or too large
+    return 0;
+  }
+  if (page.complete() || page.entries_size() == 0) names_.CompleteListing(dir, lease);
+  return lease;
+}
+
+void FuseAdapter::ListForLease(uint64_t dir) {
+  uint64_t lease = 0;
+  std::string after;
+  for (bool first = true;; first = false) {
+    auto page = meta_.Readdir(dir, after, kReaddirBatch, /*plus=*/false, /*want_lease=*/first);
+    if (!page.ok()) {
+      if (!first) meta_.ReleaseDirLease(dir, names_.Drop(dir));
+      return;
+    }
+    lease = first ? StartCopy(dir, *page) : CopyPage(dir, lease, *page);
+    if (lease == 0 || page->complete() || page->entries_size() == 0) return;
+    after = page->entries(page->entries_size() - 1).name();
+  }
+}
 
 struct stat FuseAdapter::StatOf(const proto::Attr& attr) const {
   struct stat st {};
@@ -154,13 +212,22 @@ void FuseAdapter::StatusFromIoThread(std::function<void(StatusDone)> start, std:
 }
 
 void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (names_.KnownAbsent(parent, name, meta_.connection_generation(), DirNames::Clock::now())) {
+    fuse_entry_param e{};  // as below: no lifetime
+    fuse_reply_entry(req, &e);
+    return;
+  }
   AttrFromIoThread([this, parent, name = std::string(name)](AttrDone done) { meta_.LookupAsync(parent, name, done); },
                    [this, parent, name = std::string(name)](bool) { return meta_.Lookup(parent, name); },
-                   [this, req](Result<proto::Attr> attr) {
+                   [this, req, parent](Result<proto::Attr> attr) {
                      if (!attr.ok() && attr.status().code() == ENOENT) {
                        // A negative entry with no lifetime: another mount may create it any time.
                        fuse_entry_param e{};
                        fuse_reply_entry(req, &e);
+                       // Names are being made here: list it under a lease,
+                       // and answer the next misses from that copy.
+                       if (leases_ && names_.WorthListing(parent))
+                         files_.RunWaiting([this, parent] { ListForLease(parent); });
                        return;
                      }
                      ReplyEntry(req, attr);
@@ -239,7 +306,10 @@ void FuseAdapter::MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, 
                    [this, request](bool maybe_applied) {
                      return meta_.Create(request, /*open_for_session=*/false, maybe_applied);
                    },
-                   [this, req](Result<proto::Attr> attr) { ReplyEntry(req, attr); });
+                   [this, req, parent, name = std::string(name)](Result<proto::Attr> attr) {
+                     NoteAdded(parent, name, attr.status());
+                     ReplyEntry(req, attr);
+                   });
 }
 
 void FuseAdapter::Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
@@ -262,7 +332,10 @@ void FuseAdapter::RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name
       [this, parent, name = std::string(name), directory](bool maybe_applied) {
         return meta_.Unlink(parent, name, directory, maybe_applied);
       },
-      [req](Status s) { ReplyStatus(req, s); });
+      [this, req, parent, name = std::string(name)](Status s) {
+        if (s.ok()) names_.Removed(parent, name);
+        ReplyStatus(req, s);
+      });
 }
 
 void FuseAdapter::Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) { RemoveName(req, parent, name, false); }
@@ -278,11 +351,17 @@ void FuseAdapter::Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fu
       [this, parent, name = std::string(name), newparent, newname = std::string(newname), flags](bool maybe_applied) {
         return meta_.Rename(parent, name, newparent, newname, flags, maybe_applied);
       },
-      [req](Status s) { ReplyStatus(req, s); });
+      [this, req, parent, name = std::string(name), newparent, newname = std::string(newname), flags](Status s) {
+        if (s.ok() && !(flags & RENAME_EXCHANGE)) names_.Removed(parent, name);
+        NoteAdded(newparent, newname, s);
+        ReplyStatus(req, s);
+      });
 }
 
 void FuseAdapter::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-  ReplyEntry(req, meta_.Link(ino, newparent, newname));
+  auto attr = meta_.Link(ino, newparent, newname);
+  NoteAdded(newparent, newname, attr.status());
+  ReplyEntry(req, attr);
 }
 
 void FuseAdapter::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -320,10 +399,14 @@ void FuseAdapter::Create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
                         const bool maybe_applied = rpc::MayHaveArrived(attr.status().code());
                         files_.RunWaiting([this, req, request, info, maybe_applied]() mutable {
                           auto again = meta_.Create(request, /*open_for_session=*/true, maybe_applied);
+                          NoteAdded(request.parent(), request.name(), again.status());
                           if (again.ok()) files_.Created(*again);
                           if (!ReplyCreated(req, again, info)) UndoCreate(*again);
                         });
-                      } else if (attr.ok() && !files_.TryCreated(*attr)) {
+                        return files_.EndAsync();
+                      }
+                      NoteAdded(request.parent(), request.name(), attr.status());
+                      if (attr.ok() && !files_.TryCreated(*attr)) {
                         files_.RunWaiting([this, req, attr = std::move(attr), info]() mutable {
                           files_.Created(*attr);
                           if (!ReplyCreated(req, attr, info)) UndoCreate(*attr);
@@ -469,9 +552,17 @@ Status FuseAdapter::FillDirBuffer(fuse_req_t req, fuse_ino_t ino, off_t off, boo
   size_t index = off < 2 ? 0 : static_cast<size_t>(off - 2);
   for (;;) {
     while (index >= listing.entries.size() && !listing.complete) {
-      std::string after = listing.entries.empty() ? "" : listing.entries.back().name();
-      auto batch = meta_.Readdir(ino, after, kReaddirBatch, plus);
-      if (!batch.ok()) return batch.status();
+      const bool first = listing.entries.empty();
+      std::string after = first ? "" : listing.entries.back().name();
+      // A whole pass copies the names too (under a lease), so that lookups
+      // of names that are not there need not ask meta.
+      auto batch = meta_.Readdir(ino, after, kReaddirBatch, plus, /*want_lease=*/first && leases_ && names_.WantLease(ino));
+      if (!batch.ok()) {
+        if (listing.lease != 0) meta_.ReleaseDirLease(ino, names_.Drop(ino));
+        listing.lease = 0;
+        return batch.status();
+      }
+      listing.lease = first ? StartCopy(ino, *batch) : CopyPage(ino, listing.lease, *batch);
       for (auto& entry : *batch->mutable_entries()) listing.entries.push_back(std::move(entry));
       listing.complete = batch->complete() || batch->entries_size() == 0;
     }

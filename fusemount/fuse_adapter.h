@@ -30,14 +30,18 @@ struct DirListing {
   std::mutex mu;  // guards everything below
   std::vector<proto::DirEntry> entries;
   bool complete = false;
+  uint64_t lease = 0;  // the name lease this pass copies the names under (DirNames)
 };
 
 class FuseAdapter {
  public:
   // `session` receives the invalidations a granted lock needs; `watch` is
   // how far meta's other invalidations have been applied.
+  // `names`: copies of leased directories' names, which answer lookups of
+  // names that are not there (used only with invalidations on: leases are
+  // recalled through them).
   FuseAdapter(const MountOptions& options, MetaClient& meta, FileStore& files, ClusterView& view,
-              fuse_session* session, Invalidator& watch);
+              fuse_session* session, Invalidator& watch, DirNames& names);
 
   // The operation table; its userdata must be this adapter.
   static const fuse_lowlevel_ops& Operations();
@@ -94,6 +98,17 @@ class FuseAdapter {
   // caller then undoes the open with UndoCreate, on a thread that may wait.
   bool ReplyCreated(fuse_req_t req, const Result<proto::Attr>& attr, fuse_file_info info);
   void UndoCreate(const proto::Attr& attr);
+  // This mount added a name to `dir` (`s`: how that went): the copy of its
+  // names learns it, or is dropped if the add may or may not have happened.
+  void NoteAdded(uint64_t dir, const std::string& name, const Status& s);
+  // A listing's first page (which brought the lease, if any) starts a copy
+  // of the directory's names, later pages add to it; each returns the lease
+  // the copy is kept under, or 0 if none is kept (its lease given back).
+  uint64_t StartCopy(uint64_t dir, const proto::ReaddirReply& first_page);
+  uint64_t CopyPage(uint64_t dir, uint64_t lease, const proto::ReaddirReply& page);
+  // Lists `dir` under a lease to copy its names (lookups there keep finding
+  // nothing: names are being made). On a thread that may block.
+  void ListForLease(uint64_t dir);
   void RemoveName(fuse_req_t req, fuse_ino_t parent, const char* name, bool directory);
   void MakeNode(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
                 const std::string& symlink_target);
@@ -117,6 +132,8 @@ class FuseAdapter {
   ClusterView& view_;
   fuse_session* const session_;
   Invalidator& watch_;
+  DirNames& names_;
+  const bool leases_ = options_.invalidations;  // recalls come through the invalidation stream
 };
 
 }  // namespace spool::client

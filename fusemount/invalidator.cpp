@@ -9,9 +9,12 @@
 namespace spool::client {
 namespace {
 
-// How long meta holds a poll with nothing to report. Short enough that a
-// silently dropped connection is noticed soon.
-constexpr uint32_t kWaitMs = 10000;
+// How long meta holds a poll with nothing to report: shorter than
+// DirNames::kTrustFor, as a mount that may hold name leases must keep
+// hearing from meta to answer from its copies (a lease may come while a
+// poll waits). Short enough, too, that a silently dropped connection is
+// noticed soon.
+constexpr uint32_t kWaitMs = 200;
 
 }  // namespace
 
@@ -23,8 +26,9 @@ struct Invalidator::Poll {
   std::optional<Result<proto::WatchReply>> result;
 };
 
-Invalidator::Invalidator(fuse_session* session, MetaClient& meta, FileStore& files, std::chrono::milliseconds delay)
-    : session_(session), delay_(delay), meta_(meta), files_(files), poll_(std::make_shared<Poll>()) {}
+Invalidator::Invalidator(fuse_session* session, MetaClient& meta, FileStore& files, DirNames& names,
+                         std::chrono::milliseconds delay)
+    : session_(session), delay_(delay), meta_(meta), files_(files), names_(names), poll_(std::make_shared<Poll>()) {}
 
 Invalidator::~Invalidator() { Stop(); }
 
@@ -59,7 +63,6 @@ bool Invalidator::WaitApplied(uint64_t stream_id, uint64_t seq, std::chrono::mil
 
 void Invalidator::Run() {
   proto::WatchRequest request;
-  request.set_wait_ms(kWaitMs);
   for (uint64_t generation = 1;; ++generation) {
     {
       std::lock_guard lock(poll_->mu);
@@ -67,8 +70,13 @@ void Invalidator::Run() {
       poll_->result.reset();
       poll_->generation = generation;
     }
-    meta_.Watch(request, [poll = poll_, generation](Result<proto::WatchReply> result) {
+    request.set_wait_ms(kWaitMs);
+    meta_.Watch(request, [this, poll = poll_, generation](Result<proto::WatchReply> result) {
       std::lock_guard lock(poll->mu);
+      // Recalls are answered here, on the io thread, before anything else:
+      // another mount's create waits for them, and the thread below may be
+      // held up by the kernel. (Not once stopping: `this` may be gone.)
+      if (result.ok() && !poll->stopping) HandleLeases(*result);
       if (poll->generation != generation) return;
       poll->result = std::move(result);
       poll->cv.notify_all();
@@ -105,8 +113,29 @@ void Invalidator::Run() {
   }
 }
 
+void Invalidator::HandleLeases(const proto::WatchReply& reply) {
+  const uint64_t generation = meta_.connection_generation();
+  if (reply.reset()) {
+    // Changes were missed, recalls among them maybe.
+    for (auto [dir, lease] : names_.DropAll()) meta_.ReleaseDirLease(dir, lease);
+  } else if (generation != heard_generation_) {
+    // A new connection: leases of the old one are not ours to give back
+    // (meta lets their recalls time out).
+    (void)names_.DropAll();
+  }
+  heard_generation_ = generation;
+  for (const auto& change : reply.changes()) {
+    if (!change.recall()) continue;
+    // Given back even without a copy: a listing may still be on its way.
+    names_.Recalled(change.parent(), change.lease_id());
+    meta_.ReleaseDirLease(change.parent(), change.lease_id());
+  }
+  names_.Heard(DirNames::Clock::now(), generation);
+}
+
 void Invalidator::Apply(const proto::WatchReply& reply) {
   for (const auto& change : reply.changes()) {
+    if (change.recall()) continue;  // handled on arrival (HandleLeases)
     if (change.ino() != 0) {
       files_.Invalidate(change.ino());
       // Attributes and every cached page: another mount rewrote the file.

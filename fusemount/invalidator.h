@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "fusemount/client/dir_names.h"
 #include "fusemount/client/file_store.h"
 #include "fusemount/client/meta_client.h"
 
@@ -24,7 +25,9 @@ namespace spool::client {
 class Invalidator {
  public:
   // `delay`: each batch of changes is applied that late (diagnostics).
-  Invalidator(fuse_session* session, MetaClient& meta, FileStore& files,
+  // `names`: the directory copies to drop when meta recalls their lease or
+  // the stream resets, told whenever the watch hears from meta.
+  Invalidator(fuse_session* session, MetaClient& meta, FileStore& files, DirNames& names,
               std::chrono::milliseconds delay = std::chrono::milliseconds(0));
   ~Invalidator();  // Stop()
 
@@ -44,12 +47,17 @@ class Invalidator {
   struct Poll;
   void Run();
   void Apply(const proto::WatchReply& reply);
+  // Drops the copies whose lease meta recalls, or all of them on a reset,
+  // and gives the leases back; notes that meta was heard. On the io thread.
+  void HandleLeases(const proto::WatchReply& reply);  // REQUIRES: poll_->mu
 
   fuse_session* const session_;
   const std::chrono::milliseconds delay_;
   MetaClient& meta_;
   FileStore& files_;
+  DirNames& names_;
   std::shared_ptr<Poll> poll_;  // shared with outstanding RPC callbacks
+  uint64_t heard_generation_ = 0;  // guarded by poll_->mu
   std::thread thread_;
   std::atomic<uint64_t> notifications_{0};
   std::mutex applied_mu_;  // guards the three below

@@ -257,8 +257,9 @@ int RunMount(const MountCommand& command) {
   files = std::make_unique<FileStore>(options, *meta, *chunks);
   files->StartCompactor();
   meta->SetOpenFilesProvider([store = files.get()] { return store->OpenDescriptors(); });
-  Invalidator invalidator(se, *meta, *files, options.invalidation_delay);
-  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view, se, invalidator);
+  DirNames names;
+  Invalidator invalidator(se, *meta, *files, names, options.invalidation_delay);
+  auto* adapter_ptr = new (adapter_storage) FuseAdapter(options, *meta, *files, *view, se, invalidator, names);
   if (options.invalidations) invalidator.Start();
   SPOOL_LOG_INFO("mount serving mountpoint={} meta={} session={}", command.mountpoint, options.meta_address,
                  meta->session_id());

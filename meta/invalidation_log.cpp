@@ -20,27 +20,36 @@ InvalidationLog::InvalidationLog(size_t capacity) : capacity_(std::max<size_t>(c
 void InvalidationLog::Publish(uint64_t origin, const std::vector<uint64_t>& inodes,
                               const std::vector<std::pair<uint64_t, std::string>>& entries) {
   if (inodes.empty() && entries.empty()) return;
+  std::vector<proto::Invalidation> changes;
+  changes.reserve(inodes.size() + entries.size());
+  for (uint64_t ino : inodes) changes.emplace_back().set_ino(ino);
+  for (const auto& [parent, name] : entries) {
+    auto& what = changes.emplace_back();
+    what.set_parent(parent);
+    what.set_name(name);
+  }
+  Append(origin, std::move(changes));
+}
+
+void InvalidationLog::Recall(uint64_t origin, uint64_t dir, uint64_t lease_id) {
+  std::vector<proto::Invalidation> changes(1);
+  changes[0].set_parent(dir);
+  changes[0].set_recall(true);
+  changes[0].set_lease_id(lease_id);
+  Append(origin, std::move(changes));
+}
+
+void InvalidationLog::Append(uint64_t origin, std::vector<proto::Invalidation> changes) {
   std::vector<std::pair<Done, proto::WatchReply>> ready;
   {
     std::lock_guard lock(mu_);
-    auto add = [&](proto::Invalidation what) {
+    for (auto& what : changes) {
       if (origin != newest_origin_) {
         last_seq_before_newest_origin_ = last_seq_;
         newest_origin_ = origin;
       }
       changes_.push_back(Change{++last_seq_, origin, std::move(what)});
       if (changes_.size() > capacity_) changes_.pop_front();
-    };
-    for (uint64_t ino : inodes) {
-      proto::Invalidation what;
-      what.set_ino(ino);
-      add(std::move(what));
-    }
-    for (const auto& [parent, name] : entries) {
-      proto::Invalidation what;
-      what.set_parent(parent);
-      what.set_name(name);
-      add(std::move(what));
     }
     for (auto it = watchers_.begin(); it != watchers_.end();) {
       proto::WatchReply reply;
@@ -65,16 +74,25 @@ bool InvalidationLog::CollectLocked(uint64_t stream, uint64_t after, uint64_t or
     reply->set_reset(true);
     return true;
   }
-  std::set<std::pair<uint64_t, std::string>> seen;  // (ino, "") or (parent, name): names are never empty
+  // (ino, "") or (parent, name) -- names are never empty -- or, for a
+  // recall, (parent, "/lease"): no name contains a slash.
+  std::set<std::pair<uint64_t, std::string>> seen;
   for (size_t i = after + 1 - oldest; i < changes_.size(); ++i) {
     const Change& c = changes_[i];
     reply->set_last_seq(c.seq);
     if (c.origin == origin) continue;
     auto key = c.what.ino() != 0 ? std::make_pair(c.what.ino(), std::string())
+               : c.what.recall() ? std::make_pair(c.what.parent(), "/" + std::to_string(c.what.lease_id()))
                                  : std::make_pair(c.what.parent(), c.what.name());
     if (!seen.insert(std::move(key)).second) continue;
     *reply->add_changes() = c.what;
-    if (reply->changes_size() >= kMaxChangesPerReply) break;
+    if (reply->changes_size() >= kMaxChangesPerReply) {
+      // The rest waits for the next poll, except recalls: an add waits for
+      // them, and the holder must see them now (it sees them again later).
+      for (size_t j = i + 1; j < changes_.size(); ++j)
+        if (changes_[j].what.recall() && changes_[j].origin != origin) *reply->add_changes() = changes_[j].what;
+      break;
+    }
   }
   return reply->changes_size() > 0;
 }

@@ -37,6 +37,9 @@ class InvalidationLog {
   // and answers the watchers that now have something to see.
   void Publish(uint64_t origin, const std::vector<uint64_t>& inodes,
                const std::vector<std::pair<uint64_t, std::string>>& entries);
+  // Tells every other connection's watcher that name lease `lease_id` on
+  // `dir` is recalled (see DirLeases): its holder gives it back on seeing it.
+  void Recall(uint64_t origin, uint64_t dir, uint64_t lease_id);
 
   // Answers `done` with the changes after request.after_seq that connection
   // `origin` did not make: at once if there are any (or a reset is due),
@@ -64,6 +67,7 @@ class InvalidationLog {
     Clock::time_point deadline;
     Done done;
   };
+  void Append(uint64_t origin, std::vector<proto::Invalidation> changes);
   // Fills `reply` with what `after`/`origin` has to see; false if nothing.
   bool CollectLocked(uint64_t stream, uint64_t after, uint64_t origin, proto::WatchReply* reply) const;  // REQUIRES: mu_
 

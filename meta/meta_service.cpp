@@ -129,6 +129,16 @@ void MetaService::SubmitAndReply(proto::MetaOp op, const Responder& responder,
   });
 }
 
+void MetaService::SubmitAddingName(uint64_t dir, proto::MetaOp op, const Responder& responder,
+                                   std::function<void(const OpOutcome&, const Responder&)> reply) {
+  auto submit = [this, op = std::move(op), responder, reply = std::move(reply)] {
+    SubmitAndReply(op, responder, reply);
+  };
+  uint64_t recall = 0;
+  if (dir_leases_.BeforeAdd(dir, responder.connection_id(), submit, &recall)) return submit();
+  if (recall != 0) invalidations_.Recall(responder.connection_id(), dir, recall);
+}
+
 void MetaService::ReclaimIfOrphan(uint64_t ino) {
   if (sessions_->IsOpen(ino) || !ns_->IsOrphan(ino)) return;
   proto::MetaOp op;
@@ -184,6 +194,7 @@ void MetaService::Housekeeping() {
       repair_->Tick(now);
     }
     invalidations_.ExpireWatchers(now);
+    dir_leases_.Expire(now);
     for (auto& expired : sessions_->ExpireStale(now)) {
       SPOOL_LOG_INFO("meta session_expired id={} open_files={}", expired.session, expired.open_inodes.size());
       locks_.ReleaseSession(expired.session);
@@ -317,7 +328,15 @@ void MetaService::RegisterHandlers() {
            }));
   s.Handle(Method::kReaddir, Typed<proto::ReaddirRequest>([this](const auto& req, const Responder& r) {
              proto::ReaddirReply reply;
-             if (auto st = ns_->Readdir(req, &reply); !st.ok()) return r.Fail(st);
+             // Granted before the page is read: a name another connection
+             // adds from now on waits for the lease to be given back.
+             const uint64_t lease =
+                 req.want_lease() && req.after_name().empty() ? dir_leases_.Grant(req.ino(), r.connection_id()) : 0;
+             if (auto st = ns_->Readdir(req, &reply); !st.ok()) {
+               if (lease != 0) dir_leases_.Release(req.ino(), r.connection_id(), lease);
+               return r.Fail(st);
+             }
+             reply.set_lease_id(lease);
              r.Reply(reply);
            }));
   s.Handle(Method::kStatfs, Typed<proto::Empty>([this](const auto&, const Responder& r) {
@@ -360,7 +379,7 @@ void MetaService::RegisterHandlers() {
   s.Handle(Method::kCreate, Typed<proto::CreateRequest>([this, reply_entry](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_create() = req;
-             SubmitAndReply(std::move(op), r, reply_entry);
+             SubmitAddingName(req.parent(), std::move(op), r, reply_entry);
            }));
   s.Handle(Method::kUnlink, Typed<proto::UnlinkRequest>([this, reply_empty](const auto& req, const Responder& r) {
              proto::MetaOp op;
@@ -370,12 +389,12 @@ void MetaService::RegisterHandlers() {
   s.Handle(Method::kRename, Typed<proto::RenameRequest>([this, reply_empty](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_rename() = req;
-             SubmitAndReply(std::move(op), r, reply_empty);
+             SubmitAddingName(req.new_parent(), std::move(op), r, reply_empty);
            }));
   s.Handle(Method::kLink, Typed<proto::LinkRequest>([this, reply_entry](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_link() = req;
-             SubmitAndReply(std::move(op), r, reply_entry);
+             SubmitAddingName(req.new_parent(), std::move(op), r, reply_entry);
            }));
   s.Handle(Method::kSetAttr, Typed<proto::SetAttrRequest>([this, reply_attr](const auto& req, const Responder& r) {
              proto::MetaOp op;
@@ -462,8 +481,14 @@ void MetaService::RegisterHandlers() {
   s.Handle(Method::kCloseSession, Typed<proto::SessionHeartbeatRequest>([this](const auto& req, const Responder& r) {
              auto inos = sessions_->Close(req.session_id());
              locks_.ReleaseSession(req.session_id());
+             dir_leases_.ReleaseAllOf(r.connection_id());
              for (uint64_t ino : inos) ReclaimIfOrphan(ino);
              ReclaimChunkIdsOf(req.session_id(), req.unused_chunk_ids_from());
+             r.Reply(proto::Empty());
+           }));
+  s.Handle(Method::kReleaseDirLease,
+           Typed<proto::ReleaseDirLeaseRequest>([this](const auto& req, const Responder& r) {
+             dir_leases_.Release(req.dir(), r.connection_id(), req.lease_id());
              r.Reply(proto::Empty());
            }));
   s.Handle(Method::kWatch, Typed<proto::WatchRequest>([this](const auto& req, const Responder& r) {

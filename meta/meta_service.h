@@ -17,6 +17,7 @@
 #include "common/rpc/server.h"
 #include "meta/cluster_registry.h"
 #include "meta/deletion_drainer.h"
+#include "meta/dir_leases.h"
 #include "meta/invalidation_log.h"
 #include "meta/lock_table.h"
 #include "meta/meta_options.h"
@@ -50,9 +51,17 @@ class MetaService {
   void ReclaimChunkIdsOfEndedSessions();
   void SubmitAndReply(proto::MetaOp op, const rpc::Responder& responder,
                       std::function<void(const OpOutcome&, const rpc::Responder&)> reply);
+  // SubmitAndReply of an op that adds a name to `dir`, once no other
+  // connection's name lease on it stands in the way (DirLeases).
+  void SubmitAddingName(uint64_t dir, proto::MetaOp op, const rpc::Responder& responder,
+                        std::function<void(const OpOutcome&, const rpc::Responder&)> reply);
 
   // Changes kept for mounts' caches: a few seconds of a busy cluster.
   static constexpr size_t kInvalidationsKept = 1 << 17;
+  // How long an add waits for a recalled name lease: well over the time a
+  // mount keeps trusting its copy of a directory after its watch last heard
+  // from meta (client::DirNames::kTrustFor).
+  static constexpr std::chrono::milliseconds kDirLeaseRecallTimeout{2000};
 
   MetaOptions options_;
   ClusterKey key_;
@@ -60,6 +69,7 @@ class MetaService {
   std::unique_ptr<SessionTable> sessions_;
   LockTable locks_;
   InvalidationLog invalidations_{kInvalidationsKept};
+  DirLeases dir_leases_{kDirLeaseRecallTimeout};
   std::unique_ptr<OpApplier> applier_;
   std::unique_ptr<RepairTable> repair_;
   std::unique_ptr<ClusterRegistry> registry_;

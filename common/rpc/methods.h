@@ -49,6 +49,7 @@ enum class Method : uint16_t {
   kSetXattr = 316,              // XattrRequest        -> Empty
   kListXattr = 317,             // XattrRequest        -> XattrReply
   kRemoveXattr = 318,           // XattrRequest        -> Empty
+  kReleaseDirLease = 319,       // ReleaseDirLeaseRequest -> Empty
 
   // meta: sessions and locks
   kOpenSession = 400,           // OpenSessionRequest  -> OpenSessionReply

@@ -160,6 +160,16 @@ std::string MetaClient::CallCounts() const {
   return out;
 }
 
+void MetaClient::ReleaseDirLease(uint64_t dir, uint64_t lease_id) {
+  if (lease_id == 0) return;
+  proto::ReleaseDirLeaseRequest request;
+  request.set_dir(dir);
+  request.set_lease_id(lease_id);
+  Post(Method::kReleaseDirLease, request);
+}
+
+uint64_t MetaClient::connection_generation() const { return rpc_->connection_generation(); }
+
 void MetaClient::Post(Method method, const google::protobuf::MessageLite& request) {
   calls_[static_cast<size_t>(method) % kMethodSlots]++;
   (void)rpc_->Call(method, request);
@@ -344,12 +354,13 @@ Result<std::string> MetaClient::Readlink(uint64_t ino) {
 }
 
 Result<proto::ReaddirReply> MetaClient::Readdir(uint64_t ino, const std::string& after, uint32_t max_entries,
-                                                bool plus) {
+                                                bool plus, bool want_lease) {
   proto::ReaddirRequest request;
   request.set_ino(ino);
   request.set_after_name(after);
   request.set_max_entries(max_entries);
   request.set_plus(plus);
+  request.set_want_lease(want_lease);
   proto::ReaddirReply reply;
   auto s = Call(Method::kReaddir, request, &reply);
   if (!s.ok()) return s;

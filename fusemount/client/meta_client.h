@@ -52,7 +52,14 @@ class MetaClient {
                 uint32_t flags, bool maybe_applied = false);
   Result<proto::Attr> Link(uint64_t ino, uint64_t new_parent, const std::string& new_name);
   Result<std::string> Readlink(uint64_t ino);
-  Result<proto::ReaddirReply> Readdir(uint64_t ino, const std::string& after, uint32_t max_entries, bool plus);
+  // want_lease (with after ""): ask for the directory's name lease
+  // (ReaddirReply.lease_id; client::DirNames).
+  Result<proto::ReaddirReply> Readdir(uint64_t ino, const std::string& after, uint32_t max_entries, bool plus,
+                                      bool want_lease = false);
+  // Gives a name lease back (fire and forget; 0 is no lease).
+  void ReleaseDirLease(uint64_t dir, uint64_t lease_id);
+  // Which connection to meta this is: leases belong to one.
+  uint64_t connection_generation() const;
   Result<proto::StatfsReply> Statfs();
   Result<proto::OpenReply> Open(uint64_t ino, bool truncate);
   // The *Async calls: one try, no retries; `done` runs on an io thread and

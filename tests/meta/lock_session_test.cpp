@@ -1,11 +1,12 @@
-// Locks (POSIX per-owner semantics, flock namespace, waiting) and sessions
-// (opens, expiry).
+// Locks (POSIX per-owner semantics, flock namespace, waiting), sessions
+// (opens, expiry) and directory name leases (grant, recall, timeout).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
 #include <limits>
 #include <thread>
 
+#include "meta/dir_leases.h"
 #include "meta/lock_table.h"
 #include "meta/session_table.h"
 
@@ -111,6 +112,69 @@ TEST(SessionTableTest, OpensAndExpiry) {
   s.AddOpen(777, 11);  // unknown session adopted (client riding through a restart)
   EXPECT_TRUE(s.IsOpen(11));
   EXPECT_EQ(s.Close(777), std::vector<uint64_t>{11});
+}
+
+
+TEST(DirLeases, AnAddByAnotherConnectionWaitsForTheHolderToGiveTheLeaseBack) {
+  DirLeases leases(std::chrono::milliseconds(2000));
+  const uint64_t lease = leases.Grant(/*dir=*/5, /*conn=*/1);
+  ASSERT_NE(lease, 0u);
+  EXPECT_EQ(leases.Grant(5, 1), lease);  // the holder again: the same lease
+  EXPECT_EQ(leases.Grant(5, 2), 0u);     // one holder at a time
+
+  uint64_t recall = 99;
+  EXPECT_TRUE(leases.BeforeAdd(5, 1, [] {}, &recall));  // the holder's own add goes through
+  EXPECT_EQ(recall, 0u);
+  EXPECT_TRUE(leases.BeforeAdd(6, 2, [] {}, &recall));  // another directory: no lease
+  int ran = 0;
+  EXPECT_FALSE(leases.BeforeAdd(5, 2, [&] { ++ran; }, &recall));
+  EXPECT_EQ(recall, lease);  // the first waiting add sends the recall
+  EXPECT_FALSE(leases.BeforeAdd(5, 3, [&] { ++ran; }, &recall));
+  EXPECT_EQ(recall, 0u);  // already being recalled
+  EXPECT_EQ(leases.Grant(5, 1), 0u);  // not while recalled, not even to its holder
+  EXPECT_EQ(ran, 0);
+
+  leases.Release(5, 2, lease);  // not the holder: ignored
+  leases.Release(5, 1, lease + 1);  // not this lease: ignored
+  EXPECT_EQ(ran, 0);
+  leases.Release(5, 1, lease);
+  EXPECT_EQ(ran, 2);
+  EXPECT_EQ(leases.held(), 0u);
+  // Contended: no lease on it for a while (each add would pay a recall).
+  EXPECT_EQ(leases.Grant(5, 2), 0u);
+  EXPECT_NE(leases.Grant(6, 2), 0u);  // other directories as before
+  leases.Expire(DirLeases::Clock::now() + DirLeases::kContendedFor + std::chrono::seconds(1));
+  const uint64_t again = leases.Grant(5, 2);
+  EXPECT_NE(again, 0u);
+  EXPECT_NE(again, lease);  // a fresh lease, a fresh id
+}
+
+TEST(DirLeases, ARecallNobodyAnswersTimesOutAndLetsTheAddsGo) {
+  DirLeases leases(std::chrono::milliseconds(2000));
+  const uint64_t lease = leases.Grant(5, 1);
+  int ran = 0;
+  uint64_t recall = 0;
+  ASSERT_FALSE(leases.BeforeAdd(5, 2, [&] { ++ran; }, &recall));
+  const auto now = DirLeases::Clock::now();
+  leases.Expire(now + std::chrono::milliseconds(1000));
+  EXPECT_EQ(ran, 0);
+  leases.Expire(now + std::chrono::milliseconds(2100));
+  EXPECT_EQ(ran, 1);
+  leases.Release(5, 1, lease);  // late: nothing left to release
+  EXPECT_EQ(ran, 1);
+}
+
+TEST(DirLeases, AnEndedSessionGivesAllItsLeasesBack) {
+  DirLeases leases(std::chrono::milliseconds(2000));
+  leases.Grant(5, 1);
+  leases.Grant(6, 1);
+  leases.Grant(7, 2);
+  int ran = 0;
+  uint64_t recall = 0;
+  ASSERT_FALSE(leases.BeforeAdd(6, 3, [&] { ++ran; }, &recall));
+  leases.ReleaseAllOf(1);
+  EXPECT_EQ(ran, 1);
+  EXPECT_EQ(leases.held(), 1u);
 }
 
 }  // namespace

@@ -497,6 +497,62 @@ TEST_F(Coherence, AppendersOnTwoMountsLoseNoWrite) {
   }
 }
 
+std::vector<std::string> ListNames(const std::string& dir) {
+  std::vector<std::string> names;
+  for (auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  return names;
+}
+
+// A mount that listed a directory answers lookups of names that are not
+// there from its copy of the names (under meta's lease on them); a name
+// another mount adds, by any of create, rename or link, is there for it
+// the moment that add returns (meta recalls the lease first).
+TEST_F(Coherence, NamesAnotherMountAddsAreFoundAtOnceWhereThisOneListedTheDirectory) {
+  auto [a, b] = Dir();
+  ASSERT_EQ(::mkdir((a + "/tmp").c_str(), 0700), 0);
+  WriteAll(a + "/source", "linked");
+  // A directory each round: meta leases a directory where names were just
+  // recalled only after a while (DirLeases::kContendedFor).
+  for (int round = 0; round < 30; ++round) {
+    const std::string dir = "/new" + std::to_string(round);
+    const std::string name = dir + "/" + std::to_string(round) + ".host";
+    ASSERT_EQ(::mkdir((a + dir).c_str(), 0700), 0);
+    ListNames(a + dir);  // copied under a lease
+    ASSERT_EQ(InoOf(a + name), 0u);
+    ASSERT_EQ(InoOf(a + name), 0u);  // a miss again: from the copy, if nowhere else
+    switch (round % 3) {
+      case 0:
+        WriteAll(b + name, "delivered");
+        break;
+      case 1:
+        WriteAll(b + "/tmp/x", "renamed in");
+        ASSERT_EQ(::rename((b + "/tmp/x").c_str(), (b + name).c_str()), 0);
+        break;
+      case 2:
+        ASSERT_EQ(::link((b + "/source").c_str(), (b + name).c_str()), 0);
+        break;
+    }
+    EXPECT_NE(InoOf(a + name), 0u) << "mount A does not find " << name << " that mount B just made";
+    EXPECT_EQ(ListNames(a + dir).size(), 1u);
+  }
+}
+
+// A mount that dies holding a lease holds nobody up for long: the recall
+// times out and the add goes through.
+TEST_F(Coherence, ALeaseOfAKilledMountDoesNotBlockOthers) {
+  auto [a, b] = Dir();
+  const std::string e = cluster_->Mount(kLongCaching);
+  ASSERT_FALSE(e.empty());
+  const std::string dir_on_e = e + a.substr(a_.size());
+  ASSERT_EQ(::mkdir((a + "/cur").c_str(), 0700), 0);
+  WriteAll(a + "/cur/1", "one");
+  EXPECT_EQ(ListNames(dir_on_e + "/cur").size(), 1u);  // E holds the lease now
+  EXPECT_EQ(InoOf(dir_on_e + "/cur/2"), 0u);
+  cluster_->KillMount(e);
+  WriteAll(b + "/cur/2", "two");  // waits for the recall to time out
+  EXPECT_EQ(ReadAll(a + "/cur/2"), "two");
+}
+
 // A slot written in pieces by several mounts (a VM image after a live
 // migration) is compacted once it holds too many extents, though no one
 // mount wrote enough pieces to count up to its own bound.
