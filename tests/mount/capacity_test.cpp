@@ -178,7 +178,12 @@ TEST(Capacity, FullBricksRefuseWithEnospcAndReuseFreedSpace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     int64_t full_chunks = cluster.BrickChunkCount(0);
     size_t at_full = load.acknowledged().size();
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Deliveries go on with two copies: enough of them to show it, not so
+    // many that brick 1 (2.5x brick 0) fills up too on a fast machine.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+    while (std::chrono::steady_clock::now() < until && load.acknowledged().size() < at_full + 60 &&
+           load.failures() == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     load.Stop();
     EXPECT_EQ(load.failures(), 0) << "one full brick must cost a copy, not a delivery: "
                                   << ErrnoCounts(load.errors());
