@@ -556,7 +556,8 @@ Status FuseAdapter::FillDirBuffer(fuse_req_t req, fuse_ino_t ino, off_t off, boo
       std::string after = first ? "" : listing.entries.back().name();
       // A whole pass copies the names too (under a lease), so that lookups
       // of names that are not there need not ask meta.
-      auto batch = meta_.Readdir(ino, after, kReaddirBatch, plus, /*want_lease=*/first && leases_ && names_.WantLease(ino));
+      const bool want_lease = first && leases_ && names_.WantLease(ino);
+      auto batch = meta_.Readdir(ino, after, kReaddirBatch, plus, want_lease);
       if (!batch.ok()) {
         if (listing.lease != 0) meta_.ReleaseDirLease(ino, names_.Drop(ino));
         listing.lease = 0;

@@ -63,6 +63,7 @@ bool Invalidator::WaitApplied(uint64_t stream_id, uint64_t seq, std::chrono::mil
 
 void Invalidator::Run() {
   proto::WatchRequest request;
+  request.set_wait_ms(kWaitMs);
   for (uint64_t generation = 1;; ++generation) {
     {
       std::lock_guard lock(poll_->mu);
@@ -70,7 +71,6 @@ void Invalidator::Run() {
       poll_->result.reset();
       poll_->generation = generation;
     }
-    request.set_wait_ms(kWaitMs);
     meta_.Watch(request, [this, poll = poll_, generation](Result<proto::WatchReply> result) {
       std::lock_guard lock(poll->mu);
       // Recalls are answered here, on the io thread, before anything else:
