@@ -73,8 +73,13 @@ uint64_t DirNames::Drop(uint64_t dir) {
 
 void DirNames::Recalled(uint64_t dir, uint64_t lease_id) {
   std::lock_guard lock(mu_);
-  if (recalled_.size() >= kRecalledKept) recalled_.clear();
-  recalled_.insert(lease_id);
+  if (recalled_.insert(lease_id).second) {
+    recalled_order_.push_back(lease_id);
+    if (recalled_order_.size() > kRecalledKept) {
+      recalled_.erase(recalled_order_.front());
+      recalled_order_.pop_front();
+    }
+  }
   auto it = copies_.find(dir);
   if (it == copies_.end() || it->second.lease_id != lease_id) return;
   names_held_ -= it->second.names.size();

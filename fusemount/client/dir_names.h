@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -81,7 +82,10 @@ class DirNames {
   mutable std::mutex mu_;  // guards everything below
   std::unordered_map<uint64_t, Copy> copies_;  // by directory
   size_t names_held_ = 0;
-  std::unordered_set<uint64_t> recalled_;  // lease ids meta recalled (ids are never reused)
+  // Lease ids meta recalled (ids are never reused), the last kRecalledKept
+  // of them, oldest first in recalled_order_.
+  std::unordered_set<uint64_t> recalled_;
+  std::deque<uint64_t> recalled_order_;
   std::unordered_set<uint64_t> too_large_;  // directories with over kMaxNamesPerDir names
   Clock::time_point heard_{};
   uint64_t heard_generation_ = 0;
