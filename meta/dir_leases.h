@@ -14,8 +14,9 @@
 // One holder per directory; a directory being recalled is not granted
 // again until the recall ends, nor for kContendedFor after: where two
 // mounts take turns adding names (Postfix delivering on one host, Dovecot
-// listing on another) a lease would only cost a recall per turn. In memory only: a new meta process starts a
-// new invalidation stream, and mounts drop every lease on its reset.
+// listing on another) a lease would only cost a recall per turn. In memory
+// only: a new meta process starts a new invalidation stream, and mounts
+// drop every lease on its reset.
 //
 // Thread-safe. The functions queued by BeforeAdd run on the thread that
 // releases or expires the lease, without any lock held.
