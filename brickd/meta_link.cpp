@@ -93,6 +93,7 @@ void MetaLink::FetchMap() {
 void MetaLink::Run() {
   auto backoff = options_.min_backoff;
   bool registered = false;
+  bool just_registered = false;
   int failed_heartbeats = 0;
   for (;;) {
     if (!registered) {
@@ -103,8 +104,12 @@ void MetaLink::Run() {
         continue;
       }
       backoff = options_.min_backoff;
+      just_registered = true;
     }
-    if (!SleepFor(options_.heartbeat_interval)) return;
+    // The first heartbeat right after registering: it brings the repair
+    // tasks of a new disk that took over a brick's id.
+    if (!just_registered && !SleepFor(options_.heartbeat_interval)) return;
+    just_registered = false;
     int error = Heartbeat();
     if (error == 0) {
       if (failed_heartbeats > 0) SPOOL_LOG_INFO("brickd meta_heartbeat_ok after_failures={}", failed_heartbeats);

@@ -44,6 +44,7 @@ Status ClusterRegistry::Load() {
   std::lock_guard lock(mu_);
   bricks_.clear();
   last_heartbeat_.clear();
+  last_connection_.clear();
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("B"); it->Valid() && it->key().starts_with("B"); it->Next()) {
     proto::BrickEntry b;
@@ -54,6 +55,7 @@ Status ClusterRegistry::Load() {
     if (b.state() == proto::BRICK_DOWN) b.set_state(proto::BRICK_UP);
     bricks_.push_back(std::move(b));
     last_heartbeat_.push_back(Clock::now());
+    last_connection_.push_back(0);
   }
   if (!it->status().ok()) return Status::Error(EIO, "scan bricks: " + it->status().ToString());
   assign_.assign(pg_count_, proto::PlacementGroup());
@@ -290,7 +292,8 @@ Result<proto::BrickAdminReply> ClusterRegistry::Admin(const proto::BrickAdminReq
   return reply;
 }
 
-Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::RegisterBrickRequest& req) {
+Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::RegisterBrickRequest& req,
+                                                           uint64_t connection_id) {
   if (req.uuid().empty() || req.uuid().size() > kMaxStringBytes) return Status::Error(EINVAL, "bad brick uuid");
   if (req.address().empty() || req.address().size() > kMaxStringBytes) return Status::Error(EINVAL, "bad brick address");
   if (req.failure_domain().size() > kMaxStringBytes) return Status::Error(EINVAL, "bad failure domain");
@@ -306,14 +309,17 @@ Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::Registe
     // A new disk at the address of a known brick replaces it: only one
     // process can listen there. While the old brick still heartbeats (two
     // bricks misconfigured with one address) the newcomer is refused and
-    // retries; once the old one has been silent for a few heartbeats, the
+    // retries; once the old one has been silent for a few heartbeats, or at
+    // once if its connection to meta has closed (the process is gone), the
     // newcomer takes over its id, and every PG of it is rebuilt onto it.
     it = std::find_if(bricks_.begin(), bricks_.end(), [&](const auto& b) {
       return b.address() == req.address() && b.admin() != proto::ADMIN_REMOVED;
     });
     if (it != bricks_.end()) {
-      const auto silent = Clock::now() - last_heartbeat_[static_cast<size_t>(it - bricks_.begin())];
-      if (it->state() == proto::BRICK_UP && silent < kTakeoverSilence)
+      const size_t old = static_cast<size_t>(it - bricks_.begin());
+      const auto silent = Clock::now() - last_heartbeat_[old];
+      const bool gone = last_connection_[old] != 0 && connection_open_ && !connection_open_(last_connection_[old]);
+      if (it->state() == proto::BRICK_UP && silent < kTakeoverSilence && !gone)
         return Status::Error(EADDRINUSE, "address " + req.address() + " belongs to brick " + std::to_string(it->id()) +
                                              " (uuid " + it->uuid() + "), which is still alive");
       SPOOL_LOG_WARN("meta brick_replaced id={} address={} old_uuid={} new_uuid={} action=rebuild-all-its-pgs", it->id(),
@@ -336,6 +342,7 @@ Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::Registe
     b.set_admin(policy_.auto_join || placeable < replicas_ ? proto::ADMIN_NORMAL : proto::ADMIN_PENDING);
     bricks_.push_back(b);
     last_heartbeat_.push_back(Clock::now());
+    last_connection_.push_back(0);
     index = bricks_.size() - 1;
     placement_changed = true;
   } else {
@@ -353,6 +360,7 @@ Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::Registe
   b.set_state(proto::BRICK_UP);
   b.set_last_heartbeat_ms(WallMs());
   last_heartbeat_[index] = Clock::now();
+  last_connection_[index] = connection_id;
   if (placement_changed) RebuildMapLocked();
   if (replaced && observer_.brick_replaced) observer_.brick_replaced(b.id(), *map_);
   if (auto s = PersistLocked(&b); !s.ok()) return s;
@@ -364,7 +372,7 @@ Result<proto::RegisterBrickReply> ClusterRegistry::Register(const proto::Registe
   return reply;
 }
 
-Result<proto::HeartbeatReply> ClusterRegistry::Heartbeat(const proto::HeartbeatRequest& req) {
+Result<proto::HeartbeatReply> ClusterRegistry::Heartbeat(const proto::HeartbeatRequest& req, uint64_t connection_id) {
   std::lock_guard lock(mu_);
   auto it = std::find_if(bricks_.begin(), bricks_.end(), [&](const auto& b) { return b.id() == req.brick_id(); });
   if (it == bricks_.end()) return Status::Error(ENOENT, "unknown brick id " + std::to_string(req.brick_id()));
@@ -387,6 +395,7 @@ Result<proto::HeartbeatReply> ClusterRegistry::Heartbeat(const proto::HeartbeatR
   }
   it->set_last_heartbeat_ms(WallMs());
   last_heartbeat_[index] = Clock::now();
+  last_connection_[index] = connection_id;
   if (it->state() != proto::BRICK_UP) {
     const bool was_out = it->state() == proto::BRICK_OUT;
     it->set_state(proto::BRICK_UP);

@@ -75,6 +75,12 @@ class ClusterRegistry {
   };
   void SetPolicy(Policy policy) { policy_ = policy; }  // before Load()
 
+  // Tells whether the RPC connection with this id is still open. With it, a
+  // new disk at the address of a brick whose connection has closed (its
+  // process is gone) takes over at once instead of after some silence.
+  // Set before Load().
+  void SetConnectionProbe(std::function<bool(uint64_t connection_id)> open) { connection_open_ = std::move(open); }
+
   // True if a PG's members have all caught up (no repair pending).
   using PgSettled = std::function<bool(uint32_t pg)>;
 
@@ -90,9 +96,10 @@ class ClusterRegistry {
   // heartbeaten) and bumps the epoch.
   Status Load();
 
-  Result<proto::RegisterBrickReply> Register(const proto::RegisterBrickRequest& req);
+  // `connection_id`: the RPC connection the request came on (0: unknown).
+  Result<proto::RegisterBrickReply> Register(const proto::RegisterBrickRequest& req, uint64_t connection_id = 0);
   // ENOENT for an unknown brick id.
-  Result<proto::HeartbeatReply> Heartbeat(const proto::HeartbeatRequest& req);
+  Result<proto::HeartbeatReply> Heartbeat(const proto::HeartbeatRequest& req, uint64_t connection_id = 0);
   // Marks bricks silent for too long DOWN, and OUT after the grace period.
   // Returns true if the map changed.
   bool CheckLiveness(Clock::time_point now);
@@ -117,10 +124,12 @@ class ClusterRegistry {
   const std::chrono::milliseconds out_after_;
   Observer observer_;
   Policy policy_;
+  std::function<bool(uint64_t)> connection_open_;
 
   mutable std::mutex mu_;  // guards everything below
   std::vector<proto::BrickEntry> bricks_;  // by id order
   std::vector<Clock::time_point> last_heartbeat_;  // parallel to bricks_
+  std::vector<uint64_t> last_connection_;          // parallel to bricks_: of the last register/heartbeat, 0 unknown
   uint64_t epoch_ = 0;
   std::shared_ptr<const proto::ClusterMap> map_;  // immutable snapshot, replaced on change
   // Each PG's members and leaving bricks as last computed (persisted, so that

@@ -82,6 +82,9 @@ Result<std::unique_ptr<MetaService>> MetaService::Start(const MetaOptions& optio
   policy.auto_join = options.auto_join;
   policy.maintenance_out_after = options.maintenance_out_after;
   m->registry_->SetPolicy(policy);
+  // Requests only arrive once server_ exists (it is created below, before Listen).
+  m->registry_->SetConnectionProbe(
+      [service = m.get()](uint64_t connection_id) { return service->server_->IsConnectionOpen(connection_id); });
   if (auto s = m->registry_->Load(); !s.ok()) return s;
   {
     std::string v;
@@ -221,14 +224,14 @@ void MetaService::RegisterHandlers() {
 
   // ---- cluster
   s.Handle(Method::kRegisterBrick, Typed<proto::RegisterBrickRequest>([this](const auto& req, const Responder& r) {
-             auto reply = registry_->Register(req);
+             auto reply = registry_->Register(req, r.connection_id());
              if (!reply.ok()) return r.Fail(reply.status());
              r.Reply(*reply);
            }));
   s.Handle(Method::kBrickHeartbeat, Typed<proto::HeartbeatRequest>([this](const auto& req, const Responder& r) {
              if (static_cast<size_t>(req.repairs_done_size()) > kMaxDoneReports)
                return r.Fail(Status::Error(EINVAL, "too many repair reports in one heartbeat"));
-             auto reply = registry_->Heartbeat(req);
+             auto reply = registry_->Heartbeat(req, r.connection_id());
              if (!reply.ok()) return r.Fail(reply.status());
              const auto map = registry_->Map();
              for (const auto& done : req.repairs_done()) repair_->Done(req.brick_id(), done, *map);

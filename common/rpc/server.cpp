@@ -1,5 +1,7 @@
 #include "common/rpc/server.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 #include "spool.pb.h"
 
@@ -135,6 +137,12 @@ void RpcServer::Stop() {
 size_t RpcServer::connection_count() const {
   std::lock_guard lock(mu_);
   return connections_.size();
+}
+
+bool RpcServer::IsConnectionOpen(uint64_t connection_id) const {
+  std::lock_guard lock(mu_);
+  return std::any_of(connections_.begin(), connections_.end(),
+                     [&](const auto& c) { return c->id() == connection_id; });
 }
 
 }  // namespace spool::rpc

@@ -60,6 +60,9 @@ class RpcServer {
 
   // Connections that passed the handshake and are open.
   size_t connection_count() const;
+  // False once the connection with this id (Responder::connection_id) has
+  // closed: its peer went away (a killed process's socket closes at once).
+  bool IsConnectionOpen(uint64_t connection_id) const;
 
  private:
   void Accept();

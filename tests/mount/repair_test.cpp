@@ -141,8 +141,8 @@ TEST(Repair, WipedBrickIsRebuiltFromItsPeers) {
   cluster.KillBrick(0);
   std::filesystem::remove_all(cluster.brick_dir(0));  // a new, empty disk
   ASSERT_TRUE(cluster.StartBrick(0));
-  // Meta lets the new disk take over once the old one has been silent for a
-  // few heartbeats.
+  // The old brick's connection to meta closed with its process: meta lets
+  // the new disk take over at once.
   const auto deadline = Clock::now() + 30s;
   while (Clock::now() < deadline && (!cluster.Status(&status) || UuidOf(status, "brick0") == old_uuid))
     std::this_thread::sleep_for(100ms);
@@ -158,6 +158,29 @@ TEST(Repair, WipedBrickIsRebuiltFromItsPeers) {
   cluster.KillBrick(1);
   cluster.KillBrick(2);
   ExpectAllReadableThroughFreshMount(cluster, messages);
+}
+
+// Two bricks configured with one address (a copied config file): the second
+// must not take over the id of the first while the first is alive.
+TEST(Repair, NewDiskAtTheAddressOfALiveBrickIsRefused) {
+  LocalCluster cluster(RepairCluster(3));
+  ASSERT_TRUE(cluster.Start());
+  spool::proto::StatusReply status;
+  ASSERT_TRUE(cluster.Status(&status));
+  const std::string uuid = UuidOf(status, "brick0");
+  ASSERT_FALSE(uuid.empty());
+  const int twin = cluster.AddBrick({"--advertise", cluster.brick_address(0)});
+  ASSERT_GE(twin, 0);
+  // Longer than meta's takeover silence (2.5 s): brick 0 heartbeats all along.
+  std::this_thread::sleep_for(4s);
+  ASSERT_TRUE(cluster.Status(&status));
+  EXPECT_EQ(UuidOf(status, "brick0"), uuid) << "a live brick lost its id to a newcomer at its address";
+  EXPECT_EQ(status.map().bricks_size(), 3);
+  for (const auto& b : status.map().bricks()) {
+    EXPECT_EQ(b.state(), spool::proto::BRICK_UP) << "brick " << b.id();
+    EXPECT_NE(b.failure_domain(), "brick" + std::to_string(twin)) << "the newcomer registered";
+  }
+  cluster.KillBrick(twin);
 }
 
 TEST(Repair, BrickGoneForGoodIsReplacedAfterTheGracePeriod) {
