@@ -39,6 +39,11 @@ uint32_t BlockLength(uint32_t length, uint32_t block) {
   return std::min(kBlockBytes, length - block * kBlockBytes);
 }
 
+// What a put of one chunk adds to a WriteBatch: bytes, record, both keys.
+uint64_t PutBytes(const ChunkWrite& c, const std::string& record) {
+  return c.bytes.size() + kKeyBytes * 2 + record.size();
+}
+
 std::string EncodeMeta(uint32_t crc, uint32_t length, const std::vector<uint32_t>& block_crcs) {
   std::string v;
   v.reserve(kMetaValueBytes + 4 * block_crcs.size());
@@ -267,7 +272,7 @@ void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priorit
       for (uint32_t b = 0; b < BlockCount(info.length); ++b)
         block_crcs.push_back(Crc32c(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(info.length, b)));
     op->put_records.push_back(EncodeMeta(info.crc32c, info.length, block_crcs));
-    op->bytes += c.bytes.size() + kKeyBytes * 2 + op->put_records.back().size();
+    op->bytes += PutBytes(c, op->put_records.back());
   }
   auto space = DiskSpace(options_.db_dir);
   if (!space.ok()) return done(space.status());
@@ -283,7 +288,44 @@ void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priorit
     SPOOL_LOG_INFO("chunkstore accepting puts again free={} reserve={}", space->free_bytes, options_.reserve_bytes);
   op->puts = std::move(chunks);
   op->done = std::move(done);
-  Enqueue(std::move(op));
+  if (op->background && op->bytes > options_.max_background_batch_bytes)
+    EnqueueAll(SplitBackgroundPut(std::move(op)));
+  else
+    Enqueue(std::move(op));
+}
+
+std::vector<std::unique_ptr<ChunkStore::WriteOp>> ChunkStore::SplitBackgroundPut(std::unique_ptr<WriteOp> op) {
+  // Answers the caller once every piece is durable, with the first error.
+  struct Joined {
+    std::mutex mu;  // guards left, first_error
+    size_t left = 0;
+    Status first_error;
+    Done done;
+  };
+  auto joined = std::make_shared<Joined>();
+  joined->done = std::move(op->done);
+  std::vector<std::unique_ptr<WriteOp>> pieces;
+  for (size_t i = 0; i < op->puts.size(); ++i) {
+    const uint64_t bytes = PutBytes(op->puts[i], op->put_records[i]);
+    if (pieces.empty() || pieces.back()->bytes + bytes > options_.max_background_batch_bytes) {
+      pieces.push_back(std::make_unique<WriteOp>());
+      pieces.back()->background = true;
+      pieces.back()->done = [joined](const Status& s) {
+        std::unique_lock lock(joined->mu);
+        if (!s.ok() && joined->first_error.ok()) joined->first_error = s;
+        if (--joined->left > 0) return;
+        const Status result = joined->first_error;
+        lock.unlock();
+        joined->done(result);
+      };
+    }
+    auto& piece = *pieces.back();
+    piece.puts.push_back(std::move(op->puts[i]));
+    piece.put_records.push_back(std::move(op->put_records[i]));
+    piece.bytes += bytes;
+  }
+  joined->left = pieces.size();
+  return pieces;
 }
 
 void ChunkStore::Delete(std::vector<ChunkInfo> chunks, Done done) {
@@ -300,21 +342,32 @@ void ChunkStore::Delete(std::vector<ChunkInfo> chunks, Done done) {
 }
 
 void ChunkStore::Enqueue(std::unique_ptr<WriteOp> op) {
+  std::vector<std::unique_ptr<WriteOp>> ops;
+  ops.push_back(std::move(op));
+  EnqueueAll(std::move(ops));
+}
+
+void ChunkStore::EnqueueAll(std::vector<std::unique_ptr<WriteOp>> ops) {
+  if (ops.empty()) return;
   Status refused;
   {
     std::lock_guard lock(mu_);
+    uint64_t bytes = 0;
+    for (const auto& op : ops) bytes += op->bytes;
     if (stopping_) {
       refused = Status::Error(ESHUTDOWN, "chunk store is closing");
-    } else if (!op->is_delete && queued_bytes_ > 0 && queued_bytes_ + op->bytes > options_.max_queued_bytes) {
+    } else if (!ops.front()->is_delete && queued_bytes_ > 0 && queued_bytes_ + bytes > options_.max_queued_bytes) {
       // Deletes are always accepted: they are how a full brick gets room back.
       refused = Status::Error(EAGAIN, "brick write queue is full; retry");
     } else {
-      queued_bytes_ += op->bytes;
-      (op->background ? background_queue_ : queue_).push_back(std::move(op));
+      queued_bytes_ += bytes;
+      for (auto& op : ops) (op->background ? background_queue_ : queue_).push_back(std::move(op));
+      ops.clear();
     }
   }
-  if (!refused.ok()) return op->done(refused);  // answered outside the lock
-  queue_cv_.notify_one();
+  // Answered outside the lock; the pieces of a split put answer its caller once.
+  for (auto& op : ops) op->done(refused);
+  if (refused.ok()) queue_cv_.notify_one();
 }
 
 namespace {
@@ -322,6 +375,8 @@ namespace {
 // often, this many times in a row.
 constexpr int kCompactRetries = 12;
 constexpr auto kCompactRetryDelay = std::chrono::seconds(5);
+// Background batches stay small until no client put came for this long.
+constexpr auto kForegroundQuietAfter = std::chrono::milliseconds(200);
 }  // namespace
 
 void ChunkStore::CommitLoop() {
@@ -372,11 +427,15 @@ void ChunkStore::CommitLoop() {
         queue_.pop_front();
       }
       // Then background writes, in order: at least one (so that a busy
-      // foreground never starves them), at most a slice.
+      // foreground never starves them), at most a slice; larger batches
+      // (fewer syncs: a faster rebuild) while no client writes.
+      const auto now = std::chrono::steady_clock::now();
+      if (!ops.empty()) last_foreground_ = now;
+      const uint64_t slice = now - last_foreground_ < kForegroundQuietAfter ? options_.max_background_batch_bytes
+                                                                             : options_.idle_background_batch_bytes;
       uint64_t background_bytes = 0;
       while (!background_queue_.empty() &&
-             (background_bytes == 0 ||
-              background_bytes + background_queue_.front()->bytes <= options_.max_background_batch_bytes)) {
+             (background_bytes == 0 || background_bytes + background_queue_.front()->bytes <= slice)) {
         background_bytes += background_queue_.front()->bytes;
         ops.push_back(std::move(background_queue_.front()));
         background_queue_.pop_front();

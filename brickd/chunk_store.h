@@ -22,8 +22,11 @@
 //
 // Priority. Background puts (repair) and deletes wait in a queue of their own,
 // in order; foreground puts (a client's) go ahead of them, and a batch takes
-// at most options.max_background_batch_bytes of background writes, so that a
-// delivery never waits behind more than one small slice of a rebuild.
+// at most options.max_background_batch_bytes of background writes (a larger
+// background put is split into pieces that fit; it is not all or nothing), so
+// that a delivery never waits behind more than one small slice of a rebuild.
+// While no client writes, background batches grow to
+// options.idle_background_batch_bytes: fewer syncs, a faster rebuild.
 //
 // Blob garbage collection relocates every live chunk of the oldest blob files
 // that a compaction meets, garbage or not. While background writes flow (a
@@ -126,7 +129,8 @@ class ChunkStore {
 
   // Validates and queues chunks to store; `done` runs once, on some thread,
   // after they are all durable (or with the error that kept all of them out:
-  // a multi-chunk put is all or nothing). `done` may run before Put returns.
+  // a multi-chunk foreground put is all or nothing; a large background one
+  // may be partly stored when it fails). `done` may run before Put returns.
   enum class Priority { kForeground, kBackground };
   void Put(std::vector<ChunkWrite> chunks, Done done, Priority priority = Priority::kForeground);
   // Queues the removal of chunks (absent ones are fine); `done` after it is durable.
@@ -172,6 +176,12 @@ class ChunkStore {
 
   explicit ChunkStore(ChunkStoreOptions options);
   void Enqueue(std::unique_ptr<WriteOp> op);
+  // Queues all of `ops` or none (EAGAIN, ESHUTDOWN: each op is answered).
+  void EnqueueAll(std::vector<std::unique_ptr<WriteOp>> ops);
+  // A background put larger than one batch's background slice, as pieces
+  // that each fit one: a foreground put then never waits for more than a
+  // slice. The pieces answer the put's `done` once, after the last one.
+  std::vector<std::unique_ptr<WriteOp>> SplitBackgroundPut(std::unique_ptr<WriteOp> op);
   void CommitLoop();
   void CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops);
   // Pauses blob GC while background writes flow, and while the disk has no
@@ -217,6 +227,7 @@ class ChunkStore {
   bool gc_paused_for_space_ = false;                   // the disk has no room for RocksDB's blob GC
   std::chrono::steady_clock::time_point next_gc_space_check_;
   std::chrono::steady_clock::time_point last_background_;  // last batch with a background write
+  std::chrono::steady_clock::time_point last_foreground_;  // last batch with a client's put
   std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};
   std::thread committer_;

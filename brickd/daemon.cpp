@@ -23,6 +23,9 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
   store_options.db_dir = options.data_dir + "/db";
   store_options.reserve_bytes = options.reserve_bytes;
   store_options.compression = options.compression;
+  store_options.max_background_batch_bytes = options.background_slice_kib << 10;
+  store_options.idle_background_batch_bytes =
+      std::max(store_options.idle_background_batch_bytes, store_options.max_background_batch_bytes);
   auto store = ChunkStore::Open(store_options);
   if (!store.ok()) return store.status();
   d->store_ = std::move(store).value();

@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
   app.add_option("--compression", options.compression, "compression of chunk bytes on disk: zstd, lz4 or none")
       ->capture_default_str()->check(CLI::IsMember({"zstd", "lz4", "none"}));
   app.add_option("--threads", options.threads, "RPC io threads")->capture_default_str();
+  app.add_option("--background-slice-kib", options.background_slice_kib,
+                 "KiB of repair writes synced together with a client's put at most (a client waits for no more)")
+      ->capture_default_str()->check(CLI::Range(64, 65536));
   uint64_t repair_mbps = options.repair.repair_bytes_per_sec >> 20, scrub_mbps = options.repair.scrub_bytes_per_sec >> 20;
   int64_t scrub_hours = options.repair.scrub_interval.count() / 3600;
   app.add_option("--repair-mbps", repair_mbps, "MiB/s this brick pulls from peers when repairing (0 = unlimited)")

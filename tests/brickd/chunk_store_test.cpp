@@ -210,6 +210,40 @@ TEST_F(ChunkStoreTest, ForegroundPutsGoAheadOfQueuedBackgroundPuts) {
   EXPECT_EQ(*store_->Get(3, 1000 + 2 * kBackground - 1), RandomBytes(1 << 20, 1000 + 2 * kBackground - 1));
 }
 
+TEST_F(ChunkStoreTest, LargeBackgroundPutIsWrittenInSlicesAndAnsweredOnce) {
+  // 40 chunks of 100 KiB (4 MiB) in one background put: more than a
+  // background slice (512 KiB), so it is queued as pieces of 5 chunks.
+  std::vector<ChunkWrite> chunks;
+  for (uint64_t id = 1; id <= 40; ++id) chunks.push_back(Write(5, id, RandomBytes(100 << 10, id)));
+  // Chunk 30 exists with other content: that piece fails, the others are stored.
+  ASSERT_TRUE(store_->PutSync(5, 30, RandomBytes(10, 99)).ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Status> answers;
+  store_->Put(std::move(chunks),
+              [&](const Status& s) {
+                std::lock_guard lock(mu);
+                answers.push_back(s);
+                cv.notify_all();
+              },
+              ChunkStore::Priority::kBackground);
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return !answers.empty(); }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a second answer would come now
+  std::lock_guard lock(mu);
+  ASSERT_EQ(answers.size(), 1u) << "the put was answered once per piece";
+  EXPECT_EQ(answers[0].code(), EEXIST) << answers[0].ToString();
+  for (uint64_t id = 1; id <= 40; ++id) {
+    if (id > 20 && id <= 35) continue;  // the piece with chunk 30 (26-30) is all or nothing
+    auto got = store_->Get(5, id);
+    ASSERT_TRUE(got.ok()) << "chunk " << id << ": " << got.status().ToString();
+    EXPECT_EQ(*got, RandomBytes(100 << 10, id));
+  }
+  EXPECT_EQ(*store_->Get(5, 30), RandomBytes(10, 99)) << "the existing chunk was overwritten";
+}
+
 TEST_F(ChunkStoreTest, ReadManyReportsEachChunkOnceInRequestOrder) {
   for (uint64_t id = 1; id <= 50; ++id) ASSERT_TRUE(store_->PutSync(4, id, RandomBytes(100 + id, id)).ok());
   std::vector<uint64_t> ids;

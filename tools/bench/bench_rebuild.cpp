@@ -62,6 +62,7 @@ struct Options {
   uint64_t seed = 42;
   int repair_mbps = 48;     // brickd's default
   int repair_workers = 0;   // 0: brickd's default
+  std::vector<std::string> brick_args;  // more flags for every brick
   bool skip_rsync = false;
   double load_seconds = 15;  // idle latency measurement
   int load_threads = 2;
@@ -137,6 +138,7 @@ int RunRebuild(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed of message sizes and bytes")->capture_default_str();
   app.add_option("--repair-mbps", o.repair_mbps, "passed to every brick: MiB/s of repair pulls (0 = unlimited)")
       ->capture_default_str();
+  app.add_option("--brick-arg", o.brick_args, "one more flag for every brick (repeatable; e.g. --brick-arg=--x=1)");
   app.add_option("--repair-workers", o.repair_workers, "passed to every brick if > 0 (0: brickd's default)")
       ->capture_default_str();
   app.add_option("--load-seconds", o.load_seconds, "duration of the idle latency measurement")->capture_default_str();
@@ -196,6 +198,7 @@ int RunRebuild(int argc, char** argv) {
     config.brick_args.push_back("--repair-workers");
     config.brick_args.push_back(std::to_string(o.repair_workers));
   }
+  config.brick_args.insert(config.brick_args.end(), o.brick_args.begin(), o.brick_args.end());
   cleanup.cluster = std::make_unique<testing::LocalCluster>(config);
   auto& cluster = *cleanup.cluster;
 
