@@ -87,6 +87,7 @@ void BrickService::Register(rpc::RpcServer& server) {
 }
 
 void BrickService::PutChunk(const Frame& frame, const Responder& responder) {
+  NoteClientRequest();
   proto::PutChunkRequest request;
   if (!rpc::ParseRequest(frame, request, responder)) return;
   if (!request.has_chunk()) return responder.Fail(Status::Error(EINVAL, "put without a chunk"));
@@ -102,6 +103,7 @@ void BrickService::PutChunk(const Frame& frame, const Responder& responder) {
 }
 
 void BrickService::GetChunk(const Frame& frame, const Responder& responder) {
+  NoteClientRequest();
   proto::GetChunkRequest request;
   if (!rpc::ParseRequest(frame, request, responder)) return;
   ChunkInfo info;

@@ -9,6 +9,8 @@
 // queue behind it.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -49,6 +51,14 @@ class BrickService {
     on_corrupt_ = std::move(observer);
   }
 
+  // When a mount last asked this brick to store or read a chunk (PutChunk,
+  // GetChunk; not the bulk calls of repair): background work yields while
+  // clients are active.
+  std::chrono::steady_clock::time_point last_client_request() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_client_request_.load(std::memory_order_relaxed)));
+  }
+
  private:
   void PutChunk(const rpc::Frame& frame, const rpc::Responder& responder);
   void GetChunk(const rpc::Frame& frame, const rpc::Responder& responder);
@@ -65,6 +75,10 @@ class BrickService {
   BrickIdentity identity_;
   std::string data_dir_;
   std::function<void(uint32_t pg, uint64_t chunk_id)> on_corrupt_;
+  std::atomic<std::chrono::steady_clock::rep> last_client_request_{0};
+  void NoteClientRequest() {
+    last_client_request_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
 
   std::mutex bulk_mu_;  // guards bulk_queue_, bulk_stopping_
   std::condition_variable bulk_cv_;

@@ -39,6 +39,7 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
   d->repairer_ = std::make_unique<Repairer>(*d->store_, d->runtime_->io(), *key, repair);
   d->service_->SetCorruptionObserver(
       [r = d->repairer_.get()](uint32_t pg, uint64_t chunk_id) { r->ReportCorrupt(pg, chunk_id); });
+  d->repairer_->SetClientActivity([service = d->service_.get()] { return service->last_client_request(); });
   if (auto s = d->server_->Listen(options.listen); !s.ok()) return s;
 
   if (!options.meta_address.empty()) {

@@ -30,7 +30,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(64, 65536));
   uint64_t repair_mbps = options.repair.repair_bytes_per_sec >> 20, scrub_mbps = options.repair.scrub_bytes_per_sec >> 20;
   int64_t scrub_hours = options.repair.scrub_interval.count() / 3600;
-  app.add_option("--repair-mbps", repair_mbps, "MiB/s this brick pulls from peers when repairing (0 = unlimited)")
+  uint64_t repair_quiet_mbps = options.repair.repair_quiet_bytes_per_sec >> 20;
+  app.add_option("--repair-mbps", repair_mbps,
+                 "MiB/s this brick pulls from peers when repairing while clients use it (0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--repair-quiet-mbps", repair_quiet_mbps,
+                 "the same once no client has used this brick for a second (0 = unlimited)")
       ->capture_default_str();
   app.add_option("--repair-workers", options.repair.workers, "placement groups repaired at once")
       ->capture_default_str()->check(CLI::Range(1, 64));
@@ -47,6 +52,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.repair.repair_bytes_per_sec = repair_mbps << 20;
+  options.repair.repair_quiet_bytes_per_sec = repair_quiet_mbps << 20;
   options.repair.scrub_bytes_per_sec = scrub_mbps << 20;
   options.repair.scrub_interval = std::chrono::hours(scrub_hours);
   options.gc.delay = std::chrono::milliseconds(gc_delay_ms);

@@ -53,11 +53,17 @@ struct ChunkStoreOptions {
 };
 
 struct RepairOptions {
-  // Bandwidth for pulling chunks from peers (repair, rebuild). 0 = unlimited.
+  // Bandwidth for pulling chunks from peers (repair, rebuild) while clients
+  // use this brick. 0 = unlimited.
   // 48 MiB/s keeps the p99 of deliveries during a rebuild within 2x of idle
   // on a small shared 2-core test box (spool-bench rebuild: 96 MiB/s gave
   // 3.5x there, 48 gave 1.4x, 24 gave 1.2x).
   uint64_t repair_bytes_per_sec = 48ull << 20;
+  // The same once no client has used this brick for `clients_quiet_after`:
+  // a rebuild on a quiet cluster (a night, a spare brick) goes at full
+  // speed and slows down as soon as mail flows again. 0 = unlimited.
+  uint64_t repair_quiet_bytes_per_sec = 0;
+  std::chrono::milliseconds clients_quiet_after{1000};
   // Placement groups repaired at once.
   int workers = 2;
   // Payload of one bulk read from a peer.

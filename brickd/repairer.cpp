@@ -60,6 +60,7 @@ Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, Repa
       options_(std::move(options)),
       peers_(io, std::move(key), PeerRpcOptions(options_.rpc_timeout)),
       repair_limiter_(options_.repair_bytes_per_sec),
+      repair_quiet_limiter_(options_.repair_quiet_bytes_per_sec),
       scrub_limiter_(options_.scrub_bytes_per_sec) {
   if (!options_.state_dir.empty()) {
     std::ifstream in(ScrubStatePath(options_.state_dir));
@@ -95,11 +96,18 @@ void Repairer::Stop() {
   }
   cv_.notify_all();
   repair_limiter_.Cancel();
+  repair_quiet_limiter_.Cancel();
   scrub_limiter_.Cancel();
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (scrubber_.joinable()) scrubber_.join();
   peers_.CloseAll();
+}
+
+RateLimiter& Repairer::RepairLimiter() {
+  const bool quiet =
+      last_client_request_ && Clock::now() - last_client_request_() >= options_.clients_quiet_after;
+  return quiet ? repair_quiet_limiter_ : repair_limiter_;
 }
 
 bool Repairer::Stopping() {
@@ -427,7 +435,7 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted,
       // Spend the bandwidth before asking, so that the throttle binds on
       // what is read from the peer and written here.
       const auto t0 = Clock::now();
-      if (!repair_limiter_.Acquire(bytes)) return failed(Status::Error(ESHUTDOWN, "stopping"));
+      if (!RepairLimiter().Acquire(bytes)) return failed(Status::Error(ESHUTDOWN, "stopping"));
       times->wait_us += UsSince(t0);
       reads.push_back(Read{client->Call(rpc::Method::kReadChunks, req), static_cast<size_t>(req.chunk_ids_size())});
     }

@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,6 +65,12 @@ class Repairer {
   void ReportCorrupt(uint32_t pg, uint64_t chunk_id);
   // Meta's scrub generation: starts a pass if it is newer than the last one.
   void RequestScrub(uint64_t generation);
+  // When a client last used this brick; repair pulls at the quiet rate once
+  // that is `clients_quiet_after` ago. Without it, always the busy rate.
+  // REQUIRES: before Start().
+  void SetClientActivity(std::function<std::chrono::steady_clock::time_point()> last_client_request) {
+    last_client_request_ = std::move(last_client_request);
+  }
 
   // Moves finished passes into the heartbeat, with progress counters.
   void FillHeartbeat(proto::HeartbeatRequest* request);
@@ -111,13 +118,17 @@ class Repairer {
   Status Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
               TaskTimes* times);
   void SaveScrubGeneration(uint64_t generation);
+  // The repair rate limiter for now: busy or quiet.
+  RateLimiter& RepairLimiter();
   bool Stopping();
 
   ChunkStore& store_;
   const RepairOptions options_;
   rpc::ClientPool peers_;
-  RateLimiter repair_limiter_;
+  RateLimiter repair_limiter_;        // while clients use this brick
+  RateLimiter repair_quiet_limiter_;  // while they do not
   RateLimiter scrub_limiter_;
+  std::function<std::chrono::steady_clock::time_point()> last_client_request_;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;  // tasks, corrupt chunks, scrub requests, stopping_

@@ -160,6 +160,57 @@ TEST(Repair, WipedBrickIsRebuiltFromItsPeers) {
   ExpectAllReadableThroughFreshMount(cluster, messages);
 }
 
+// Repair pulls at --repair-mbps while mounts use the brick and at
+// --repair-quiet-mbps once they stop: 1 MiB/s under a delivery load, then
+// unlimited. 48 MiB to rebuild: at 1 MiB/s that takes more than 40 s.
+TEST(Repair, RebuildYieldsToDeliveriesAndRunsAtFullSpeedOnceTheyStop) {
+  auto config = RepairCluster(3);
+  config.brick_args.insert(config.brick_args.end(), {"--repair-mbps", "1", "--repair-quiet-mbps", "0"});
+  LocalCluster cluster(config);
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount();
+  ASSERT_FALSE(mount.empty());
+  auto root = MakeRoot(mount, "box");
+  ASSERT_EQ(::mkdir((root + "/new").c_str(), 0700), 0);
+  std::map<std::string, std::string> messages;
+  constexpr size_t kFiles = 48;
+  for (size_t i = 0; i < kFiles; ++i) {
+    const std::string name = "big" + std::to_string(i);
+    messages[name] = RandomBytes(1 << 20, i);
+    WriteAll(root + "/new/" + name, messages[name]);
+  }
+  spool::proto::StatusReply status;
+  ASSERT_TRUE(cluster.Status(&status));
+  const uint64_t copied_before = status.repair().bytes_copied();
+
+  cluster.KillBrick(0);
+  std::filesystem::remove_all(cluster.brick_dir(0));
+  {
+    // Deliveries (through every brick, brick 0 included once it is back)
+    // from before brick 0 restarts until 6 s after.
+    DeliveryLoad load(MakeRoot(mount, "load"), 2);
+    ASSERT_TRUE(cluster.StartBrick(0));
+    std::this_thread::sleep_for(6s);
+    ASSERT_TRUE(cluster.Status(&status));
+    load.Stop();
+    EXPECT_EQ(load.errors(), 0) << load.first_error();
+  }
+  const uint64_t copied_busy = status.repair().bytes_copied() - copied_before;
+  std::fprintf(stderr, "rebuild while deliveries ran (6 s): %.1f MiB of %zu copied\n", copied_busy / 1048576.0, kFiles);
+  // 1 MiB/s plus the bulk reads already granted (4 MiB each, two per worker).
+  EXPECT_LT(copied_busy, (kFiles << 20) * 3 / 4) << "repair did not slow down for the deliveries";
+  EXPECT_GT(status.pgs_degraded() + status.repair().pgs_pending(), 0u);
+
+  // No client uses the bricks now: the rest goes at full speed.
+  const double healthy_s = WaitHealthy(cluster, 20s);
+  EXPECT_GE(healthy_s, 0) << "repair did not speed up once the deliveries stopped";
+  std::fprintf(stderr, "then healthy %.1f s after the deliveries stopped\n", healthy_s);
+  cluster.Unmount(mount);
+  cluster.KillBrick(1);
+  cluster.KillBrick(2);
+  ExpectAllReadableThroughFreshMount(cluster, messages);
+}
+
 // Two bricks configured with one address (a copied config file): the second
 // must not take over the id of the first while the first is alive.
 TEST(Repair, NewDiskAtTheAddressOfALiveBrickIsRefused) {

@@ -61,6 +61,7 @@ struct Options {
   std::string dir = "/var/tmp";
   uint64_t seed = 42;
   int repair_mbps = 48;     // brickd's default
+  int repair_quiet_mbps = -1;  // -1: brickd's default
   int repair_workers = 0;   // 0: brickd's default
   std::vector<std::string> brick_args;  // more flags for every brick
   bool skip_rsync = false;
@@ -138,6 +139,9 @@ int RunRebuild(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed of message sizes and bytes")->capture_default_str();
   app.add_option("--repair-mbps", o.repair_mbps, "passed to every brick: MiB/s of repair pulls (0 = unlimited)")
       ->capture_default_str();
+  app.add_option("--repair-quiet-mbps", o.repair_quiet_mbps,
+                 "passed to every brick if >= 0: MiB/s of repair pulls once no client used the brick for 1 s")
+      ->capture_default_str();
   app.add_option("--brick-arg", o.brick_args, "one more flag for every brick (repeatable; e.g. --brick-arg=--x=1)");
   app.add_option("--repair-workers", o.repair_workers, "passed to every brick if > 0 (0: brickd's default)")
       ->capture_default_str();
@@ -198,6 +202,10 @@ int RunRebuild(int argc, char** argv) {
     config.brick_args.push_back("--repair-workers");
     config.brick_args.push_back(std::to_string(o.repair_workers));
   }
+  if (o.repair_quiet_mbps >= 0) {
+    config.brick_args.push_back("--repair-quiet-mbps");
+    config.brick_args.push_back(std::to_string(o.repair_quiet_mbps));
+  }
   config.brick_args.insert(config.brick_args.end(), o.brick_args.begin(), o.brick_args.end());
   cleanup.cluster = std::make_unique<testing::LocalCluster>(config);
   auto& cluster = *cleanup.cluster;
@@ -212,12 +220,15 @@ int RunRebuild(int argc, char** argv) {
               "                every brick of the chunk's placement group per meta's map\n");
   std::printf("  wipe          SIGKILL brick 0, delete its data directory, restart it at the same address\n");
   std::printf("  healthy       meta status: pgs_degraded 0, repair.pgs_pending 0, every PG healthy\n");
-  std::printf("  repair        --repair-mbps %d%s, --repair-workers %s (per brick)\n", o.repair_mbps,
-              o.repair_mbps == 0 ? " (unlimited)" : " MiB/s",
+  std::printf("  repair        --repair-mbps %d%s while clients write, --repair-quiet-mbps %s once none did for\n"
+              "                1 s, --repair-workers %s (per brick)\n",
+              o.repair_mbps, o.repair_mbps == 0 ? " (unlimited)" : " MiB/s",
+              o.repair_quiet_mbps < 0 ? "default" : std::to_string(o.repair_quiet_mbps).c_str(),
               o.repair_workers > 0 ? std::to_string(o.repair_workers).c_str() : "default");
   std::printf("  load          %d threads delivering to a spoolfs mount (create tmp/X, write, fsync, rename into\n"
               "                new/; same sizes): %.0f s idle, then from the rebuild's start until healthy\n",
               o.load_threads, o.load_seconds);
+  std::printf("  then          brick 0 wiped again and rebuilt with no load (a quiet cluster)\n");
   std::printf("  caches        dropped (sync; echo 3 > drop_caches) before the rebuild and each rsync\n");
   std::printf("  baseline      %s\n\n",
               o.skip_rsync ? "skipped (--skip-rsync)"
@@ -266,82 +277,104 @@ int RunRebuild(int argc, char** argv) {
   if (load->errors() > 0) return fail("delivery errors without a rebuild: " + load->first_error());
   if (g_interrupted) return fail("interrupted");
 
-  // ---- wipe brick 0 and rebuild it, under the same load
-  proto::StatusReply status;
-  if (!cluster.Status(&status) || !Healthy(status)) return fail("cluster not healthy before the wipe");
-  const std::string old_uuid = UuidOf(status, "brick0");
-  const uint64_t copied_before = status.repair().chunks_copied(), bytes_before = status.repair().bytes_copied();
-  if (!DropCaches()) std::fprintf(stderr, "spool-bench rebuild: could not drop caches (not root?)\n");
-  const auto wiped = Clock::now();
-  cluster.KillBrick(0, SIGKILL);
-  fs::remove_all(cluster.brick_dir(0), ec);
-  if (!cluster.StartBrick(0)) return fail("brick 0 did not restart");
-  const auto restarted = Clock::now();
-  load = std::make_unique<DeliveryLoad>(mount + "/load", o.load_threads, o.seed + 1);
-  std::optional<Clock::time_point> took_over, healthy_at;
-  double cpu_at_takeover[3] = {}, machine_at_takeover = 0;
-  uint32_t pgs_marked = 0;
-  const auto deadline = Clock::now() + std::chrono::minutes(30);
-  while (Clock::now() < deadline && !g_interrupted) {
-    if (cluster.Status(&status)) {
-      if (!took_over && UuidOf(status, "brick0") != old_uuid) {
-        took_over = Clock::now();
-        for (int i = 0; i < 3; ++i) cpu_at_takeover[i] = CpuSeconds(cluster.brick_pid(i));
-        machine_at_takeover = MachineBusySeconds();
+  // ---- wipe brick 0 and rebuild it: under the same load, then on a quiet cluster
+  struct RebuildRun {
+    Clock::time_point wiped, restarted, took_over, healthy_at;
+    double cpu[3] = {}, machine = 0;
+    uint32_t pgs_marked = 0;
+    uint64_t copied = 0, bytes_copied = 0;
+    size_t intact = 0;
+  };
+  // Wipes brick 0 and waits until the cluster is healthy; "" or what went wrong.
+  auto wipe_and_rebuild = [&](RebuildRun* run) -> std::string {
+    proto::StatusReply status;
+    if (!cluster.Status(&status) || !Healthy(status)) return "cluster not healthy before the wipe";
+    const std::string old_uuid = UuidOf(status, "brick0");
+    const uint64_t copied_before = status.repair().chunks_copied(), bytes_before = status.repair().bytes_copied();
+    if (!DropCaches()) std::fprintf(stderr, "spool-bench rebuild: could not drop caches (not root?)\n");
+    run->wiped = Clock::now();
+    cluster.KillBrick(0, SIGKILL);
+    fs::remove_all(cluster.brick_dir(0), ec);
+    if (!cluster.StartBrick(0)) return "brick 0 did not restart";
+    run->restarted = Clock::now();
+    bool took_over = false, healthy = false;
+    double cpu_at_takeover[3] = {}, machine_at_takeover = 0;
+    const auto deadline = Clock::now() + std::chrono::minutes(30);
+    while (Clock::now() < deadline && !g_interrupted) {
+      if (cluster.Status(&status)) {
+        if (!took_over && UuidOf(status, "brick0") != old_uuid) {
+          took_over = true;
+          run->took_over = Clock::now();
+          for (int i = 0; i < 3; ++i) cpu_at_takeover[i] = CpuSeconds(cluster.brick_pid(i));
+          machine_at_takeover = MachineBusySeconds();
+        }
+        run->pgs_marked = std::max(run->pgs_marked, status.repair().pgs_pending());
+        if (took_over && Healthy(status)) {
+          healthy = true;
+          run->healthy_at = Clock::now();
+          break;
+        }
       }
-      pgs_marked = std::max(pgs_marked, status.repair().pgs_pending());
-      if (took_over && Healthy(status)) {
-        healthy_at = Clock::now();
-        break;
-      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  double cpu_rebuild[3];
-  for (int i = 0; i < 3; ++i) cpu_rebuild[i] = CpuSeconds(cluster.brick_pid(i)) - cpu_at_takeover[i];
-  const double machine_rebuild = MachineBusySeconds() - machine_at_takeover;
-  load->Stop();
-  if (!healthy_at) return fail(g_interrupted ? "interrupted" : "not healthy after 30 minutes");
-  const auto during = load->Latencies(*took_over, *healthy_at);
-  const uint64_t load_errors = load->errors();
-  const uint64_t copied = status.repair().chunks_copied() - copied_before;
-  const uint64_t bytes_copied = status.repair().bytes_copied() - bytes_before;
+    for (int i = 0; i < 3; ++i) run->cpu[i] = CpuSeconds(cluster.brick_pid(i)) - cpu_at_takeover[i];
+    run->machine = MachineBusySeconds() - machine_at_takeover;
+    if (!healthy) return g_interrupted ? "interrupted" : "not healthy after 30 minutes";
+    run->copied = status.repair().chunks_copied() - copied_before;
+    run->bytes_copied = status.repair().bytes_copied() - bytes_before;
+    // The rebuilt brick holds every message, intact.
+    auto brick0 = rpc::RpcClient::Create(runtime.io(), cluster.brick_address(0), *key);
+    auto intact = CountIntact(*brick0, map.pg_count(), messages);
+    brick0->Close();
+    if (!intact.ok()) return "listing the rebuilt brick: " + intact.status().ToString();
+    run->intact = *intact;
+    return "";
+  };
+  auto print_run = [&](const char* title, const RebuildRun& run) {
+    const double total_s = Seconds(run.healthy_at - run.wiped), rebuild_s = Seconds(run.healthy_at - run.took_over);
+    std::printf("%-15s%.1f s from the wipe to healthy (restart %.1f s, takeover of the old id after %.1f s,\n"
+                "               then %.1f s of repair over %u placement groups)\n",
+                title, total_s, Seconds(run.restarted - run.wiped), Seconds(run.took_over - run.wiped), rebuild_s,
+                run.pgs_marked);
+    std::printf("               %.0f messages/s, %.1f MB/s (wipe to healthy); %.0f messages/s, %.1f MB/s (repair alone)\n",
+                o.messages / total_s, static_cast<double>(total_bytes) / 1e6 / total_s, o.messages / rebuild_s,
+                static_cast<double>(total_bytes) / 1e6 / rebuild_s);
+    std::printf("               %llu chunks, %.1f MB copied; rebuilt brick holds %zu of %d messages intact%s\n",
+                static_cast<unsigned long long>(run.copied), static_cast<double>(run.bytes_copied) / 1e6, run.intact,
+                o.messages, run.intact == messages.size() ? "" : "  (MISSING!)");
+    std::printf("               CPU during the repair: brick0 %.1f s, brick1 %.1f s, brick2 %.1f s; whole machine busy\n"
+                "               %.1f of %.1f core-seconds (%ld cores; includes the delivery load and anything else)\n",
+                run.cpu[0], run.cpu[1], run.cpu[2], run.machine,
+                rebuild_s * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN)), sysconf(_SC_NPROCESSORS_ONLN));
+  };
 
-  // The rebuilt brick holds every message, intact.
-  auto brick0 = rpc::RpcClient::Create(runtime.io(), cluster.brick_address(0), *key);
-  auto intact = CountIntact(*brick0, map.pg_count(), messages);
-  brick0->Close();
-  if (!intact.ok()) return fail("listing the rebuilt brick: " + intact.status().ToString());
+  RebuildRun loaded;
+  load = std::make_unique<DeliveryLoad>(mount + "/load", o.load_threads, o.seed + 1);
+  if (auto error = wipe_and_rebuild(&loaded); !error.empty()) return fail(error);
+  load->Stop();
+  const auto during = load->Latencies(loaded.took_over, loaded.healthy_at);
+  const uint64_t load_errors = load->errors();
   uint64_t rss_kib[3];
   for (int i = 0; i < 3; ++i) rss_kib[i] = PeakRssKiB(cluster.brick_pid(i));
-
-  const double total_s = Seconds(*healthy_at - wiped);
-  const double rebuild_s = Seconds(*healthy_at - *took_over);
-  const double msgs_per_s = o.messages / total_s;
-  const double mb_per_s = static_cast<double>(total_bytes) / 1e6 / total_s;
-  std::printf("rebuild        %.1f s from the wipe to healthy (restart %.1f s, takeover of the old id after %.1f s,\n"
-              "               then %.1f s of repair over %u placement groups)\n",
-              total_s, Seconds(restarted - wiped), Seconds(*took_over - wiped), rebuild_s, pgs_marked);
-  std::printf("               %.0f messages/s, %.1f MB/s (wipe to healthy); %.0f messages/s, %.1f MB/s (repair alone)\n",
-              msgs_per_s, mb_per_s, o.messages / rebuild_s, static_cast<double>(total_bytes) / 1e6 / rebuild_s);
-  std::printf("               %llu chunks, %.1f MB copied; rebuilt brick holds %zu of %d messages intact%s\n",
-              static_cast<unsigned long long>(copied), static_cast<double>(bytes_copied) / 1e6, *intact, o.messages,
-              *intact == messages.size() ? "" : "  (MISSING!)");
+  print_run("rebuild", loaded);
   std::printf("               peak RSS (VmHWM): brick0 (rebuilt) %.0f MiB, brick1 %.0f MiB, brick2 %.0f MiB\n",
               rss_kib[0] / 1024.0, rss_kib[1] / 1024.0, rss_kib[2] / 1024.0);
-  std::printf("               CPU during the repair: brick0 %.1f s, brick1 %.1f s, brick2 %.1f s; whole machine busy\n"
-              "               %.1f of %.1f core-seconds (%ld cores; includes the delivery load and anything else)\n",
-              cpu_rebuild[0], cpu_rebuild[1], cpu_rebuild[2], machine_rebuild,
-              rebuild_s * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN)), sysconf(_SC_NPROCESSORS_ONLN));
   std::printf("latency        deliveries through the mount, %d threads:\n", o.load_threads);
   PrintLatency("idle", idle, Seconds(idle_to - idle_from));
-  PrintLatency("during rebuild", during, rebuild_s);
+  PrintLatency("during rebuild", during, Seconds(loaded.healthy_at - loaded.took_over));
   if (load_errors > 0)
     std::printf("  delivery errors during the rebuild: %llu (first: %s)\n",
                 static_cast<unsigned long long>(load_errors), load->first_error().c_str());
   const double p99_ratio = Percentile(idle, 0.99) > 0 ? Percentile(during, 0.99) / Percentile(idle, 0.99) : 0;
   std::fflush(stdout);
 
+  RebuildRun quiet;
+  if (auto error = wipe_and_rebuild(&quiet); !error.empty()) return fail("quiet: " + error);
+  print_run("quiet rebuild", quiet);
+  std::fflush(stdout);
+  const size_t intact = std::min(loaded.intact, quiet.intact);
+  const double msgs_per_s = o.messages / Seconds(loaded.healthy_at - loaded.wiped);
+  const double quiet_msgs_per_s = o.messages / Seconds(quiet.healthy_at - quiet.wiped);
   meta->Close();
   runtime.Stop();
   cleanup.StopCluster();  // before the baselines, which get the disk to themselves
@@ -382,18 +415,24 @@ int RunRebuild(int argc, char** argv) {
                 static_cast<double>(total_bytes) / 1e6 / plain_s);
   }
 
-  std::printf("\nratios\n");
+  std::printf("\nratios (wipe to healthy)\n");
   if (!o.skip_rsync) {
-    const double r_fsync = msgs_per_s / (o.messages / fsync_s), r_plain = msgs_per_s / (o.messages / plain_s);
-    std::printf("  rebuild / rsync -a --fsync  %6.1fx  (goal >= 10x: %s)\n", r_fsync, r_fsync >= 10 ? "MET" : "NOT MET");
-    std::printf("  rebuild / rsync -a          %6.2fx  (goal >= 1x:  %s)\n", r_plain, r_plain >= 1 ? "MET" : "NOT MET");
+    for (auto [title, rate] : {std::pair{"rebuild under load", msgs_per_s}, std::pair{"quiet rebuild", quiet_msgs_per_s}}) {
+      const double r_fsync = rate / (o.messages / fsync_s), r_plain = rate / (o.messages / plain_s);
+      std::printf("  %-18s / rsync -a --fsync  %6.1fx  (goal >= 10x: %s)\n", title, r_fsync,
+                  r_fsync >= 10 ? "MET" : "NOT MET");
+      std::printf("  %-18s / rsync -a          %6.2fx  (goal >= 1x:  %s)\n", title, r_plain,
+                  r_plain >= 1 ? "MET" : "NOT MET");
+    }
   }
-  std::printf("  p99 during rebuild / idle   %6.2fx  (goal <= 2x:  %s)\n", p99_ratio, p99_ratio <= 2 ? "MET" : "NOT MET");
-  std::printf("RESULT messages=%d rebuild_s=%.2f msgs_per_s=%.0f mb_per_s=%.1f rsync_fsync_s=%.2f rsync_plain_s=%.2f "
-              "p99_idle_ms=%.1f p99_rebuild_ms=%.1f repair_mbps=%d intact=%zu\n",
-              o.messages, total_s, msgs_per_s, mb_per_s, fsync_s, plain_s, Percentile(idle, 0.99) / 1000,
-              Percentile(during, 0.99) / 1000, o.repair_mbps, *intact);
-  return *intact == messages.size() && load_errors == 0 ? 0 : 1;
+  std::printf("  p99 during rebuild / idle             %6.2fx  (goal <= 2x:  %s)\n", p99_ratio,
+              p99_ratio <= 2 ? "MET" : "NOT MET");
+  std::printf("RESULT messages=%d rebuild_s=%.2f msgs_per_s=%.0f quiet_rebuild_s=%.2f quiet_msgs_per_s=%.0f "
+              "rsync_fsync_s=%.2f rsync_plain_s=%.2f p99_idle_ms=%.1f p99_rebuild_ms=%.1f repair_mbps=%d intact=%zu\n",
+              o.messages, Seconds(loaded.healthy_at - loaded.wiped), msgs_per_s, Seconds(quiet.healthy_at - quiet.wiped),
+              quiet_msgs_per_s, fsync_s, plain_s, Percentile(idle, 0.99) / 1000, Percentile(during, 0.99) / 1000,
+              o.repair_mbps, intact);
+  return intact == messages.size() && load_errors == 0 ? 0 : 1;
 }
 
 }  // namespace spool::bench
