@@ -164,6 +164,11 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
   }
   db_options.allow_fallocate = options.allow_fallocate && !on_tmpfs;
   db_options.max_background_jobs = 2;
+  // A memtable flush writes a 64 MiB blob file; synced only at its end, the
+  // kernel then writes all of it at once and the WAL syncs of deliveries
+  // queue behind it. Writing back every 1 MiB as it goes smooths that
+  // (maildir deliver p99 with 8 threads: 48-50 ms -> 38-44 ms, two pairs).
+  db_options.bytes_per_sync = 1 << 20;
   // A WAL file can only go once every family with data in it is flushed.
   // The small "meta" family would otherwise keep every WAL (about as many
   // bytes as the chunks themselves) until max_total_wal_size: the disk would
