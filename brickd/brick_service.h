@@ -70,15 +70,15 @@ class BrickService {
   void BrickInfo(const rpc::Frame& frame, const rpc::Responder& responder);
 
   void BulkLoop();
+  void NoteClientRequest() {
+    last_client_request_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
 
   ChunkStore* store_;
   BrickIdentity identity_;
   std::string data_dir_;
   std::function<void(uint32_t pg, uint64_t chunk_id)> on_corrupt_;
-  std::atomic<std::chrono::steady_clock::rep> last_client_request_{0};
-  void NoteClientRequest() {
-    last_client_request_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-  }
+  std::atomic<std::chrono::steady_clock::rep> last_client_request_{0};  // time_since_epoch of the last one
 
   std::mutex bulk_mu_;  // guards bulk_queue_, bulk_stopping_
   std::condition_variable bulk_cv_;
