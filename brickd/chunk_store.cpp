@@ -1,6 +1,7 @@
 #include "brickd/chunk_store.h"
 
 #include <rocksdb/convenience.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -146,6 +147,20 @@ Result<SpaceInfo> ChunkSpace(const std::string& path, uint64_t reserve_bytes) {
 
 ChunkStore::ChunkStore(ChunkStoreOptions options) : options_(std::move(options)) {}
 
+// Tells the store how far the data family is flushed (durable).
+class ChunkStore::FlushListener : public rocksdb::EventListener {
+ public:
+  explicit FlushListener(ChunkStore* store) : store_(store) {}
+  void OnFlushCompleted(rocksdb::DB*, const rocksdb::FlushJobInfo& info) override {
+    // Every background batch ends with a data-family entry, and with
+    // atomic_flush the meta family is flushed up to the same point.
+    if (info.cf_name == kDataFamily) store_->MarkDurable(info.largest_seqno);
+  }
+
+ private:
+  ChunkStore* const store_;  // outlives the database
+};
+
 Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& options) {
   std::unique_ptr<ChunkStore> store(new ChunkStore(options));
 
@@ -164,6 +179,7 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
   }
   db_options.allow_fallocate = options.allow_fallocate && !on_tmpfs;
   db_options.max_background_jobs = 2;
+  db_options.listeners.push_back(std::make_shared<FlushListener>(store.get()));
   // A memtable flush writes a 64 MiB blob file; synced only at its end, the
   // kernel then writes all of it at once and the WAL syncs of deliveries
   // queue behind it. Writing back every 1 MiB as it goes smooths that
@@ -241,8 +257,16 @@ ChunkStore::~ChunkStore() {
   if (db_) {
     // With a WAL, RocksDB does not flush on close; flushing here makes the
     // next start fast (no WAL replay) and leaves every chunk in blob files.
+    const uint64_t written = db_->GetLatestSequenceNumber();
     auto flushed = db_->Flush(rocksdb::FlushOptions(), handles_);
     if (!flushed.ok()) SPOOL_LOG_WARN("chunkstore flush_on_close error=\"{}\"", flushed.ToString());
+    if (flushed.ok()) MarkDurable(written);
+    std::deque<Unflushed> lost;
+    {
+      std::lock_guard lock(unflushed_mu_);
+      lost.swap(unflushed_);
+    }
+    for (auto& u : lost) u.done(Status::Error(ESHUTDOWN, "chunk store closed before the write was flushed"));
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
     auto s = db_->Close();
@@ -251,23 +275,25 @@ ChunkStore::~ChunkStore() {
   }
 }
 
-void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priority) {
+void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priority, Done written) {
   auto op = std::make_unique<WriteOp>();
   op->background = priority == Priority::kBackground;
-  if (chunks.empty()) return done(Status::Ok());
+  if (op->background) op->written = std::move(written);
+  op->done = std::move(done);
+  if (chunks.empty()) return Answer(*op, Status::Ok());
   for (auto& c : chunks) {
     const auto& info = c.info;
-    if (auto s = ValidateChunkAddress(info.pg, info.chunk_id); !s.ok()) return done(s);
+    if (auto s = ValidateChunkAddress(info.pg, info.chunk_id); !s.ok()) return Answer(*op, s);
     if (c.bytes.size() > kMaxChunkBytes)
-      return done(Status::Error(EINVAL, ChunkName(info.pg, info.chunk_id) + ": " + std::to_string(c.bytes.size()) +
+      return Answer(*op, Status::Error(EINVAL, ChunkName(info.pg, info.chunk_id) + ": " + std::to_string(c.bytes.size()) +
                                             " bytes exceed the chunk limit of " + std::to_string(kMaxChunkBytes)));
     if (c.bytes.size() != info.length)
-      return done(Status::Error(EINVAL, ChunkName(info.pg, info.chunk_id) + ": length says " +
+      return Answer(*op, Status::Error(EINVAL, ChunkName(info.pg, info.chunk_id) + ": length says " +
                                             std::to_string(info.length) + " but " + std::to_string(c.bytes.size()) +
                                             " bytes came"));
     uint32_t crc = Crc32c(c.bytes);
     if (crc != info.crc32c)
-      return done(Status::Error(EBADMSG, ChunkName(info.pg, info.chunk_id) + ": checksum mismatch (client says " +
+      return Answer(*op, Status::Error(EBADMSG, ChunkName(info.pg, info.chunk_id) + ": checksum mismatch (client says " +
                                              std::to_string(info.crc32c) + ", bytes have " + std::to_string(crc) +
                                              "); not stored"));
     // The record (with the block CRCs) is made here, on the caller's thread,
@@ -280,56 +306,73 @@ void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priorit
     op->bytes += PutBytes(c, op->put_records.back());
   }
   auto space = DiskSpace(options_.db_dir);
-  if (!space.ok()) return done(space.status());
+  if (!space.ok()) return Answer(*op, space.status());
   if (space->free_bytes < options_.reserve_bytes + op->bytes) {
     space_low_ = true;
     if (!refusing_for_space_.exchange(true))  // logged once per episode
       SPOOL_LOG_WARN("chunkstore full: refusing puts free={} reserve={} put={} dir={}", space->free_bytes,
                      options_.reserve_bytes, op->bytes, options_.db_dir);
-    return done(Status::Error(ENOSPC, "brick is full: " + std::to_string(space->free_bytes) +
+    return Answer(*op, Status::Error(ENOSPC, "brick is full: " + std::to_string(space->free_bytes) +
                                           " bytes free, reserve is " + std::to_string(options_.reserve_bytes)));
   }
   if (space->free_bytes >= options_.reserve_bytes + kMaxChunkBytes && refusing_for_space_.exchange(false))
     SPOOL_LOG_INFO("chunkstore accepting puts again free={} reserve={}", space->free_bytes, options_.reserve_bytes);
   op->puts = std::move(chunks);
-  op->done = std::move(done);
   if (op->background && op->bytes > options_.max_background_batch_bytes)
     EnqueueAll(SplitBackgroundPut(std::move(op)));
   else
     Enqueue(std::move(op));
 }
 
+namespace {
+// Answers a caller once, after `n` parts: with the first error, if any.
+class JoinedAnswer {
+ public:
+  explicit JoinedAnswer(ChunkStore::Done done) : done_(std::move(done)) {}
+  void Expect(size_t n) { left_ = n; }
+  ChunkStore::Done Part(const std::shared_ptr<JoinedAnswer>& self) {
+    return [self](const Status& s) {
+      std::unique_lock lock(self->mu_);
+      if (!s.ok() && self->first_error_.ok()) self->first_error_ = s;
+      if (--self->left_ > 0) return;
+      const Status result = self->first_error_;
+      lock.unlock();
+      if (self->done_) self->done_(result);
+    };
+  }
+
+ private:
+  std::mutex mu_;  // guards left_, first_error_
+  size_t left_ = 0;
+  Status first_error_;
+  ChunkStore::Done done_;
+};
+}  // namespace
+
+void ChunkStore::Answer(WriteOp& op, const Status& s) {
+  if (op.written) op.written(s);
+  op.done(s);
+}
+
 std::vector<std::unique_ptr<ChunkStore::WriteOp>> ChunkStore::SplitBackgroundPut(std::unique_ptr<WriteOp> op) {
-  // Answers the caller once every piece is durable, with the first error.
-  struct Joined {
-    std::mutex mu;  // guards left, first_error
-    size_t left = 0;
-    Status first_error;
-    Done done;
-  };
-  auto joined = std::make_shared<Joined>();
-  joined->done = std::move(op->done);
+  auto done = std::make_shared<JoinedAnswer>(std::move(op->done));
+  auto written = std::make_shared<JoinedAnswer>(std::move(op->written));
   std::vector<std::unique_ptr<WriteOp>> pieces;
   for (size_t i = 0; i < op->puts.size(); ++i) {
     const uint64_t bytes = PutBytes(op->puts[i], op->put_records[i]);
     if (pieces.empty() || pieces.back()->bytes + bytes > options_.max_background_batch_bytes) {
       pieces.push_back(std::make_unique<WriteOp>());
       pieces.back()->background = true;
-      pieces.back()->done = [joined](const Status& s) {
-        std::unique_lock lock(joined->mu);
-        if (!s.ok() && joined->first_error.ok()) joined->first_error = s;
-        if (--joined->left > 0) return;
-        const Status result = joined->first_error;
-        lock.unlock();
-        joined->done(result);
-      };
+      pieces.back()->done = done->Part(done);
+      pieces.back()->written = written->Part(written);
     }
     auto& piece = *pieces.back();
     piece.puts.push_back(std::move(op->puts[i]));
     piece.put_records.push_back(std::move(op->put_records[i]));
     piece.bytes += bytes;
   }
-  joined->left = pieces.size();
+  done->Expect(pieces.size());
+  written->Expect(pieces.size());
   return pieces;
 }
 
@@ -371,7 +414,7 @@ void ChunkStore::EnqueueAll(std::vector<std::unique_ptr<WriteOp>> ops) {
     }
   }
   // Answered outside the lock; the pieces of a split put answer its caller once.
-  for (auto& op : ops) op->done(refused);
+  for (auto& op : ops) Answer(*op, refused);
   if (refused.ok()) queue_cv_.notify_one();
 }
 
@@ -382,6 +425,9 @@ constexpr int kCompactRetries = 12;
 constexpr auto kCompactRetryDelay = std::chrono::seconds(5);
 // Background batches stay small until no client put came for this long.
 constexpr auto kForegroundQuietAfter = std::chrono::milliseconds(200);
+// A background put is made durable (a memtable flush is asked for) at most
+// this long after it was written, if the memtable has not filled by then.
+constexpr auto kBackgroundDurableWithin = std::chrono::milliseconds(1000);
 }  // namespace
 
 void ChunkStore::CommitLoop() {
@@ -412,13 +458,15 @@ void ChunkStore::CommitLoop() {
       auto ready = [&] { return stopping_ || !queue_.empty() || !background_queue_.empty(); };
       auto wake_at = std::chrono::steady_clock::time_point::max();
       if (compact_pending_) wake_at = compact_at_;
+      if (auto due = FlushDueAt()) wake_at = std::min(wake_at, *due);
       if (blob_gc_paused_)
         wake_at = std::min(wake_at, gc_paused_for_space_ ? next_gc_space_check_
                                                          : last_background_ + options_.blob_gc_resume_after);
       if (wake_at != std::chrono::steady_clock::time_point::max()) {
-        if (!queue_cv_.wait_until(lock, wake_at, ready)) {  // time to compact or to resume blob GC
+        if (!queue_cv_.wait_until(lock, wake_at, ready)) {  // time to compact, flush or resume blob GC
           lock.unlock();
           PaceBlobGc(false);
+          RequestFlushIfDue();
           continue;
         }
       } else {
@@ -449,6 +497,7 @@ void ChunkStore::CommitLoop() {
     }
     PaceBlobGc(std::any_of(ops.begin(), ops.end(), [](const auto& op) { return op->background && !op->is_delete; }));
     CommitBatch(ops);
+    RequestFlushIfDue();  // also while writes keep coming
   }
 }
 
@@ -520,7 +569,8 @@ std::unordered_map<std::string, ChunkStore::Existing> ChunkStore::ReadExisting(
 }
 
 void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
-  rocksdb::WriteBatch batch;
+  rocksdb::WriteBatch batch;     // synced through the WAL: clients' puts, deletes
+  rocksdb::WriteBatch unlogged;  // background puts: durable at the next flush
   std::vector<Status> results(ops.size());
   // What the database holds for every chunk put in this batch (one batched
   // lookup), and what earlier ops of the batch did to it (a put's CRC, or
@@ -573,54 +623,74 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
       op_puts[key] = c.info.crc32c;
     }
     if (!results[i].ok()) continue;
+    // Background puts go in the unlogged batch; in each batch every chunk's
+    // entries end with a data-family one (FlushListener relies on it).
+    auto& target = op.background ? unlogged : batch;
     for (size_t j = 0; j < op.puts.size(); ++j) {
       const auto& c = op.puts[j];
       auto key = ChunkKey(c.info.pg, c.info.chunk_id);
-      batch.Put(meta_cf_, key, op.put_records[j]);
+      target.Put(meta_cf_, key, op.put_records[j]);
       if (!StoredInBlocks(c.info.length)) {
-        batch.Put(data_cf_, key, c.bytes);
+        target.Put(data_cf_, key, c.bytes);
       } else {
         const uint32_t blocks = BlockCount(c.info.length);
-        for (uint32_t b = 0; b < blocks; ++b)
-          batch.Put(data_cf_, BlockKey(c.info.pg, c.info.chunk_id, b),
-                    rocksdb::Slice(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(c.info.length, b)));
         // The same chunk may be here stored whole (by an older brickd).
-        if (existing[key].crc32c) batch.Delete(data_cf_, key);
+        if (existing[key].crc32c) target.Delete(data_cf_, key);
+        for (uint32_t b = 0; b < blocks; ++b)
+          target.Put(data_cf_, BlockKey(c.info.pg, c.info.chunk_id, b),
+                     rocksdb::Slice(c.bytes.data() + size_t{b} * kBlockBytes, BlockLength(c.info.length, b)));
         blocks_in_batch[key] = blocks;
       }
       in_batch[key] = c.info.crc32c;
     }
   }
 
-  Status write_status;
-  if (batch.Count() > 0) {
-    if (needs_resume_) {
-      // A previous write failed with a background error (a full disk): the
-      // database refuses writes until resumed, which works once there is room.
-      auto s = db_->Resume();
-      if (s.ok()) {
-        needs_resume_ = false;
-        SPOOL_LOG_INFO("chunkstore resumed after error");
-      } else {
-        write_status = FromRocks(s, "resume chunk store");
-      }
-    }
-    if (write_status.ok()) {
-      rocksdb::WriteOptions write_options;
-      write_options.sync = true;
-      auto s = db_->Write(write_options, &batch);
-      if (s.ok()) ++synced_batches_;
-      if (!s.ok()) {
-        write_status = FromRocks(s, "write chunks");
-        needs_resume_ = true;
-        SPOOL_LOG_ERROR("chunkstore write failed ops={} error=\"{}\"", ops.size(), s.ToString());
-      }
+  Status resume_status;
+  if (needs_resume_ && (batch.Count() > 0 || unlogged.Count() > 0)) {
+    // A previous write failed with a background error (a full disk): the
+    // database refuses writes until resumed, which works once there is room.
+    auto s = db_->Resume();
+    if (s.ok()) {
+      needs_resume_ = false;
+      SPOOL_LOG_INFO("chunkstore resumed after error");
+    } else {
+      resume_status = FromRocks(s, "resume chunk store");
     }
   }
+  auto write = [&](rocksdb::WriteBatch& b, bool sync) {
+    if (b.Count() == 0 || !resume_status.ok()) return resume_status;
+    rocksdb::WriteOptions write_options;
+    write_options.sync = sync;
+    write_options.disableWAL = !sync;
+    auto s = db_->Write(write_options, &b);
+    if (s.ok()) return Status::Ok();
+    needs_resume_ = true;
+    SPOOL_LOG_ERROR("chunkstore write failed ops={} logged={} error=\"{}\"", ops.size(), sync, s.ToString());
+    return FromRocks(s, "write chunks");
+  };
+  // Unlogged first: a delete in the same batch of a chunk put here wins.
+  const Status unlogged_status = write(unlogged, false);
+  const uint64_t unlogged_seq = db_->GetLatestSequenceNumber();
+  const Status write_status = write(batch, true);
+  if (write_status.ok() && batch.Count() > 0) ++synced_batches_;
+  const auto now = std::chrono::steady_clock::now();
   for (size_t i = 0; i < ops.size(); ++i) {
-    Status s = results[i].ok() ? write_status : results[i];
+    auto& op = *ops[i];
+    const bool in_unlogged = op.background && !op.is_delete;
+    Status s = results[i].ok() ? (in_unlogged ? unlogged_status : write_status) : results[i];
     if (s.code() == ENOSPC) space_low_ = true;
-    ops[i]->done(s);
+    if (!in_unlogged || !s.ok()) {
+      Answer(op, s);
+      continue;
+    }
+    if (op.written) op.written(s);
+    bool flushed_already;  // a flush raced this loop
+    {
+      std::lock_guard lock(unflushed_mu_);
+      flushed_already = unlogged_seq <= durable_seq_;
+      if (!flushed_already) unflushed_.push_back(Unflushed{unlogged_seq, std::move(op.done), now});
+    }
+    if (flushed_already) op.done(s);
   }
   // On a full (or nearly full) disk, deletes only give space back once
   // compaction drops the deleted keys and blob GC removes their blob files.
@@ -645,6 +715,59 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
       compact_pending_ = true;
     }
   }
+}
+
+std::optional<std::chrono::steady_clock::time_point> ChunkStore::FlushDueAt() {
+  std::lock_guard lock(unflushed_mu_);
+  if (unflushed_.empty()) return std::nullopt;
+  return std::max(unflushed_.front().written_at, last_flush_request_) + kBackgroundDurableWithin;
+}
+
+void ChunkStore::RequestFlushIfDue() {
+  auto due = FlushDueAt();
+  const auto now = std::chrono::steady_clock::now();
+  if (!due || *due > now) return;
+  last_flush_request_ = now;
+  RequestFlush();
+}
+
+void ChunkStore::RequestFlush() {
+  rocksdb::FlushOptions options;
+  options.wait = false;  // FlushListener answers the puts when it is done
+  if (auto s = db_->Flush(options, handles_); !s.ok())
+    SPOOL_LOG_WARN("chunkstore flush_background_puts error=\"{}\"", s.ToString());
+}
+
+void ChunkStore::MarkDurable(uint64_t flushed_seq) {
+  std::vector<Done> durable;
+  {
+    std::lock_guard lock(unflushed_mu_);
+    durable_seq_ = std::max(durable_seq_, flushed_seq);
+    while (!unflushed_.empty() && unflushed_.front().seq <= durable_seq_) {
+      durable.push_back(std::move(unflushed_.front().done));
+      unflushed_.pop_front();
+    }
+  }
+  for (auto& done : durable) done(Status::Ok());
+}
+
+Status ChunkStore::FlushBackground() {
+  const uint64_t written = db_->GetLatestSequenceNumber();
+  auto s = db_->Flush(rocksdb::FlushOptions(), handles_);
+  if (s.ok()) {
+    MarkDurable(written);
+    return Status::Ok();
+  }
+  // Not durable, and no telling when they will be: fail them (repair pulls
+  // them again) rather than leave their callers waiting.
+  auto error = FromRocks(s, "flush background puts");
+  std::deque<Unflushed> failed;
+  {
+    std::lock_guard lock(unflushed_mu_);
+    failed.swap(unflushed_);
+  }
+  for (auto& u : failed) u.done(error);
+  return error;
 }
 
 ChunkStore::BlobBytes ChunkStore::BlobUsage() {

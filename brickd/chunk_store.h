@@ -19,6 +19,12 @@
 // `done` once it is synced to disk (WAL fsync). One committer thread drains the
 // queue into a single WriteBatch written with sync=true and then answers every
 // write in it: many concurrent puts share one fsync (group commit).
+// Background puts (repair) skip the WAL, which would write every rebuilt
+// byte twice on this one thread: they are in the memtable (readable) when
+// their `written` runs, and durable when RocksDB has flushed that memtable to
+// blob and table files (a full memtable, or kBackgroundDurableWithin after the
+// write at the latest), when their `done` runs. A crash before that loses
+// them, and the repair that has not been reported done pulls them again.
 //
 // Priority. Background puts (repair) and deletes wait in a queue of their own,
 // in order; foreground puts (a client's) go ahead of them, and a batch takes
@@ -131,8 +137,14 @@ class ChunkStore {
   // after they are all durable (or with the error that kept all of them out:
   // a multi-chunk foreground put is all or nothing; a large background one
   // may be partly stored when it fails). `done` may run before Put returns.
+  // A background put's `written` (optional) runs once, before `done`.
   enum class Priority { kForeground, kBackground };
-  void Put(std::vector<ChunkWrite> chunks, Done done, Priority priority = Priority::kForeground);
+  void Put(std::vector<ChunkWrite> chunks, Done done, Priority priority = Priority::kForeground, Done written = {});
+  // Makes every background put written so far durable (a memtable flush)
+  // and answers it.
+  Status FlushBackground();
+  // The same without waiting: their `done` runs when the flush is over.
+  void RequestFlush();
   // Queues the removal of chunks (absent ones are fine); `done` after it is durable.
   void Delete(std::vector<ChunkInfo> chunks, Done done);
 
@@ -172,7 +184,22 @@ class ChunkStore {
     std::vector<ChunkInfo> deletes;
     uint64_t bytes = 0;
     Done done;
+    Done written;  // a background put: in the memtable, not yet durable
   };
+  // Background puts in the memtable, waiting for a flush: answered once the
+  // data family is flushed up to `seq` (the last sequence number of their batch).
+  struct Unflushed {
+    uint64_t seq = 0;
+    Done done;
+    std::chrono::steady_clock::time_point written_at;
+  };
+  class FlushListener;
+  // Answers the background puts whose batch is flushed (seq <= flushed_seq).
+  void MarkDurable(uint64_t flushed_seq);
+  // When the oldest unflushed background put is due to be made durable.
+  std::optional<std::chrono::steady_clock::time_point> FlushDueAt();
+  // Asks RocksDB for a flush (not waiting for it) if one is due. Committer thread.
+  void RequestFlushIfDue();
 
   explicit ChunkStore(ChunkStoreOptions options);
   void Enqueue(std::unique_ptr<WriteOp> op);
@@ -182,6 +209,8 @@ class ChunkStore {
   // that each fit one: a foreground put then never waits for more than a
   // slice. The pieces answer the put's `done` once, after the last one.
   std::vector<std::unique_ptr<WriteOp>> SplitBackgroundPut(std::unique_ptr<WriteOp> op);
+  // Answers an op that failed (or had nothing to do): `written`, then `done`.
+  static void Answer(WriteOp& op, const Status& s);
   void CommitLoop();
   void CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops);
   // Pauses blob GC while background writes flow, and while the disk has no
@@ -230,6 +259,12 @@ class ChunkStore {
   std::chrono::steady_clock::time_point last_foreground_;  // last batch with a client's put
   std::atomic<bool> refusing_for_space_{false};  // the last put was refused for space (logs transitions)
   std::atomic<uint64_t> synced_batches_{0};
+
+  std::mutex unflushed_mu_;  // guards unflushed_, durable_seq_
+  std::deque<Unflushed> unflushed_;  // in seq order
+  uint64_t durable_seq_ = 0;
+  std::chrono::steady_clock::time_point last_flush_request_;  // written by the committer thread only
+
   std::thread committer_;
 };
 

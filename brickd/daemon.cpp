@@ -69,6 +69,7 @@ Result<std::unique_ptr<BrickDaemon>> BrickDaemon::Start(const BrickOptions& opti
       r->SetMap(std::move(map), id);
     };
     d->meta_link_ = std::make_unique<MetaLink>(d->runtime_->io(), *key, link, std::move(hooks));
+    d->repairer_->SetReportSoon([link = d->meta_link_.get()] { link->HeartbeatNow(); });
     d->repairer_->Start();
     d->gc_->Start();
     d->meta_link_->Start();

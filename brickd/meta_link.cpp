@@ -34,7 +34,17 @@ void MetaLink::Stop() {
 
 bool MetaLink::SleepFor(std::chrono::milliseconds d) {
   std::unique_lock lock(mu_);
-  return !cv_.wait_for(lock, d, [&] { return stopping_; });
+  cv_.wait_for(lock, d, [&] { return stopping_ || heartbeat_now_; });
+  heartbeat_now_ = false;
+  return !stopping_;
+}
+
+void MetaLink::HeartbeatNow() {
+  {
+    std::lock_guard lock(mu_);
+    heartbeat_now_ = true;
+  }
+  cv_.notify_all();
 }
 
 bool MetaLink::Register() {

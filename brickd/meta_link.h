@@ -57,6 +57,8 @@ class MetaLink {
   void Start();
   // Stops the thread; waits at most one RPC timeout.
   void Stop();
+  // Sends the next heartbeat (with its repair reports) now. Any thread.
+  void HeartbeatNow();
 
   // 0 until registered.
   uint32_t brick_id() const { return brick_id_.load(); }
@@ -75,9 +77,10 @@ class MetaLink {
   std::atomic<uint32_t> brick_id_{0};
   uint64_t map_epoch_ = 0;  // used by the link thread only
 
-  std::mutex mu_;  // guards stopping_
+  std::mutex mu_;  // guards stopping_, heartbeat_now_
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool heartbeat_now_ = false;  // cuts the current wait short
   std::thread thread_;
 };
 

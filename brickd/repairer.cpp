@@ -55,6 +55,108 @@ Result<std::vector<ChunkWrite>> ChunksOfBulkRead(const proto::ReadChunksReply& r
 
 }  // namespace
 
+// The local puts of one task: a few written at a time (flow control), all
+// durable before the task is reported done. Shared by the task's pulls and
+// the callbacks of its puts; the repairer waits for every callback in Stop().
+class Repairer::PutTracker {
+ public:
+  explicit PutTracker(Repairer* repairer) : repairer_(repairer), started_(Clock::now()) {}
+  PutTracker(const PutTracker&) = delete;
+  PutTracker& operator=(const PutTracker&) = delete;
+
+  // Queues `writes` once fewer than `limit` puts of this task are not yet written.
+  void Put(const std::shared_ptr<PutTracker>& self, std::vector<ChunkWrite> writes, uint64_t bytes, size_t limit) {
+    const auto t0 = Clock::now();
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return unwritten_ < limit; });
+      ++unwritten_;
+      ++undurable_;
+    }
+    repairer_->PutStarted();
+    const size_t count = writes.size();
+    repairer_->store_.Put(
+        std::move(writes),
+        [self, t0, count, bytes](const Status& s) {
+          self->times_.put_us += UsSince(t0);
+          Repairer* repairer = self->repairer_;
+          if (s.ok()) {
+            repairer->chunks_copied_ += count;
+            repairer->bytes_copied_ += bytes;
+            auto& pending = repairer->chunks_pending_;
+            pending -= std::min<uint64_t>(pending.load(), count);
+          }
+          std::function<void(const Status&)> when_durable;
+          Status result;
+          {
+            std::lock_guard lock(self->mu_);
+            if (!s.ok() && self->error_.ok()) self->error_ = s;
+            if (--self->undurable_ == 0 && self->when_durable_) {
+              when_durable = std::move(self->when_durable_);
+              result = self->error_;
+            }
+          }
+          if (when_durable) when_durable(result);
+          repairer->PutFinished();  // last: Stop() may return after it
+        },
+        ChunkStore::Priority::kBackground,
+        [self](const Status& s) {
+          std::lock_guard lock(self->mu_);
+          if (!s.ok() && self->error_.ok()) self->error_ = s;
+          --self->unwritten_;
+          self->cv_.notify_all();
+        });
+  }
+  // Waits until every put is written (not yet durable); the first error, if any.
+  Status WaitWritten() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return unwritten_ == 0; });
+    return error_;
+  }
+  Status error() {
+    std::lock_guard lock(mu_);
+    return error_;
+  }
+  // Runs `then` once every put is durable (now, if they are), with the first
+  // error. No more puts after this.
+  void WhenDurable(std::function<void(const Status&)> then) {
+    Status result;
+    {
+      std::lock_guard lock(mu_);
+      if (undurable_ > 0) {
+        when_durable_ = std::move(then);
+        return;
+      }
+      result = error_;
+    }
+    then(result);
+  }
+  TaskTimes& times() { return times_; }
+  const TaskTimes& times() const { return times_; }
+  Clock::time_point started() const { return started_; }
+
+ private:
+  Repairer* const repairer_;
+  const Clock::time_point started_;
+  TaskTimes times_;
+  std::mutex mu_;  // guards unwritten_, undurable_, error_, when_durable_
+  std::condition_variable cv_;  // unwritten_ fell
+  size_t unwritten_ = 0;
+  size_t undurable_ = 0;
+  Status error_;
+  std::function<void(const Status&)> when_durable_;
+};
+
+void Repairer::PutStarted() {
+  std::lock_guard lock(mu_);
+  ++puts_in_progress_;
+}
+
+void Repairer::PutFinished() {
+  std::lock_guard lock(mu_);
+  if (--puts_in_progress_ == 0) cv_.notify_all();
+}
+
 Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, RepairOptions options)
     : store_(store),
       options_(std::move(options)),
@@ -102,6 +204,13 @@ void Repairer::Stop() {
   workers_.clear();
   if (scrubber_.joinable()) scrubber_.join();
   peers_.CloseAll();
+  // The callbacks of puts still waiting for a flush use this object: make
+  // them durable now (a put still queued gets the store's timed flush).
+  if (auto s = store_.FlushBackground(); !s.ok())
+    SPOOL_LOG_WARN("brickd repair_flush_on_stop error=\"{}\"", s.ToString());
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return puts_in_progress_ == 0; }))
+    SPOOL_LOG_WARN("brickd repair_stop puts_unanswered={}", puts_in_progress_);
 }
 
 RateLimiter& Repairer::RepairLimiter() {
@@ -200,6 +309,7 @@ void Repairer::WorkerLoop() {
     uint32_t pg = 0;
     uint64_t generation = 0;
     std::vector<uint64_t> corrupt;
+    bool flush_asked = false;
     {
       std::unique_lock lock(mu_);
       for (;;) {
@@ -233,6 +343,15 @@ void Repairer::WorkerLoop() {
           generation = best->generation;
           break;
         }
+        if (puts_in_progress_ > 0 && !flush_asked) {
+          // Nothing else to do: make the last tasks' puts durable now
+          // rather than when the store's timer would.
+          flush_asked = true;
+          lock.unlock();
+          store_.RequestFlush();
+          lock.lock();
+          continue;
+        }
         if (next_ready == Clock::time_point::max())
           cv_.wait(lock);
         else
@@ -247,40 +366,57 @@ void Repairer::WorkerLoop() {
       }
       continue;
     }
-    const auto started = Clock::now();
-    TaskTimes times;
-    Status s = RunTask(pg, &times);
-    std::lock_guard lock(mu_);
-    auto it = tasks_.find(pg);
-    if (it == tasks_.end()) continue;
-    it->second.running = false;
+    // The task's puts are written when RunTask returns, and durable a
+    // little later (background puts wait for a memtable flush): the task is
+    // reported done then, while this worker goes on with the next one.
+    auto puts = std::make_shared<PutTracker>(this);
+    Status s = RunTask(pg, puts);
     if (!s.ok()) {
-      // A peer that is unreachable or a full disk will not heal in seconds:
-      // back off, up to a minute, and log the first failures only.
-      const int failures = ++it->second.failures;
-      const auto delay = std::min<std::chrono::milliseconds>(options_.retry_after * (1 << std::min(failures - 1, 5)),
-                                                             std::chrono::minutes(1));
-      it->second.not_before = Clock::now() + delay;
-      if (failures <= 3 || failures % 20 == 0)
-        SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} failures={} error=\"{}\" action=retry-in-{}ms", pg,
-                       generation, failures, s.ToString(), delay.count());
-      cv_.notify_all();
+      FinishTask(pg, generation, s, *puts);
       continue;
     }
-    finished_[pg] = std::max(finished_[pg], generation);
-    proto::RepairDone d;
-    d.set_pg(pg);
-    d.set_generation(generation);
-    done_.push_back(d);
-    // Marked again while this pass ran: run again at the new generation.
-    if (it->second.generation <= generation) tasks_.erase(it);
-    if (times.put_us > 0)
-      SPOOL_LOG_INFO("brickd repair_done pg={} generation={} ms={} list_ms={} read_ms={} rate_wait_ms={} put_ms={}",
-                     pg, generation,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count(),
-                     times.list_us / 1000, times.read_us / 1000, times.wait_us / 1000, times.put_us / 1000);
-    cv_.notify_all();
+    puts->WhenDurable([this, pg, generation, puts = puts.get()](const Status& durable) {
+      FinishTask(pg, generation, durable, *puts);
+    });
   }
+}
+
+void Repairer::FinishTask(uint32_t pg, uint64_t generation, const Status& s, const PutTracker& puts) {
+  std::unique_lock lock(mu_);
+  auto it = tasks_.find(pg);
+  if (it == tasks_.end()) return;
+  it->second.running = false;
+  if (!s.ok()) {
+    // A peer that is unreachable or a full disk will not heal in seconds:
+    // back off, up to a minute, and log the first failures only.
+    const int failures = ++it->second.failures;
+    const auto delay = std::min<std::chrono::milliseconds>(options_.retry_after * (1 << std::min(failures - 1, 5)),
+                                                           std::chrono::minutes(1));
+    it->second.not_before = Clock::now() + delay;
+    if (failures <= 3 || failures % 20 == 0)
+      SPOOL_LOG_WARN("brickd repair_failed pg={} generation={} failures={} error=\"{}\" action=retry-in-{}ms", pg,
+                     generation, failures, s.ToString(), delay.count());
+    cv_.notify_all();
+    return;
+  }
+  finished_[pg] = std::max(finished_[pg], generation);
+  proto::RepairDone d;
+  d.set_pg(pg);
+  d.set_generation(generation);
+  done_.push_back(d);
+  // Marked again while this pass ran: run again at the new generation.
+  if (it->second.generation <= generation) tasks_.erase(it);
+  const auto& times = puts.times();
+  if (times.put_us > 0)
+    SPOOL_LOG_INFO("brickd repair_done pg={} generation={} ms={} list_ms={} read_ms={} rate_wait_ms={} put_ms={}", pg,
+                   generation,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - puts.started()).count(),
+                   times.list_us / 1000, times.read_us / 1000, times.wait_us / 1000, times.put_us / 1000);
+  cv_.notify_all();
+  // The last task is done: tell meta now, not at the next heartbeat.
+  const bool report = tasks_.empty() && report_soon_;
+  lock.unlock();
+  if (report) report_soon_();
 }
 
 Result<std::vector<Repairer::Peer>> Repairer::PeersOf(uint32_t pg) {
@@ -340,65 +476,9 @@ Result<std::vector<proto::ChunkRef>> Repairer::ListPeer(const Peer& peer, uint32
   }
 }
 
-// The local puts of one pull, in flight while the next reads go out.
-// Every put is answered before the tracker goes away.
-class Repairer::PutTracker {
- public:
-  PutTracker(Repairer* repairer, TaskTimes* times) : repairer_(repairer), times_(times) {}
-  ~PutTracker() { WaitBelow(1); }
-  PutTracker(const PutTracker&) = delete;
-  PutTracker& operator=(const PutTracker&) = delete;
-
-  // Queues `writes` (group-committed, synced) once fewer than `limit` puts
-  // of this tracker are in flight.
-  void Put(std::vector<ChunkWrite> writes, uint64_t bytes, size_t limit) {
-    const auto t0 = Clock::now();
-    WaitBelow(limit);
-    const size_t count = writes.size();
-    {
-      std::lock_guard lock(mu_);
-      ++outstanding_;
-    }
-    repairer_->store_.Put(std::move(writes), [this, t0, count, bytes](const Status& s) {
-      times_->put_us += UsSince(t0);
-      if (s.ok()) {
-        repairer_->chunks_copied_ += count;
-        repairer_->bytes_copied_ += bytes;
-        auto& pending = repairer_->chunks_pending_;
-        pending -= std::min<uint64_t>(pending.load(), count);
-      }
-      std::lock_guard lock(mu_);
-      if (!s.ok() && error_.ok()) error_ = s;
-      --outstanding_;
-      cv_.notify_all();
-    }, ChunkStore::Priority::kBackground);
-  }
-  // Waits until every put is durable (or failed); the first error, if any.
-  Status Finish() {
-    WaitBelow(1);
-    return error();
-  }
-  Status error() {
-    std::lock_guard lock(mu_);
-    return error_;
-  }
-
- private:
-  void WaitBelow(size_t limit) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return outstanding_ < limit; });
-  }
-
-  Repairer* const repairer_;
-  TaskTimes* const times_;
-  std::mutex mu_;  // guards outstanding_, error_
-  std::condition_variable cv_;
-  size_t outstanding_ = 0;
-  Status error_;
-};
-
 Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
-                      TaskTimes* times) {
+                      const std::shared_ptr<PutTracker>& puts) {
+  TaskTimes* times = &puts->times();
   auto client = peers_.Get(peer.address);
   std::unordered_map<uint64_t, uint32_t> length_of;
   length_of.reserve(wanted.size());
@@ -409,14 +489,10 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted,
     size_t asked = 0;
   };
   std::deque<Read> reads;  // oldest first
-  PutTracker puts(this, times);
   const size_t reads_in_flight = static_cast<size_t>(std::max(1, options_.reads_in_flight));
   const size_t puts_in_flight = static_cast<size_t>(std::max(1, options_.puts_in_flight));
-  // Every path out waits for the puts already queued (they reference `puts`).
-  auto failed = [&](const Status& s) {
-    (void)puts.Finish();
-    return s;
-  };
+  // The puts already queued go on (they hold `puts`); the task reports the error.
+  auto failed = [](const Status& s) { return s; };
 
   for (;;) {
     // Up to `reads_in_flight` bulk reads outstanding: the peer reads the next
@@ -458,10 +534,10 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted,
     std::vector<ChunkWrite> writes = std::move(parsed).value();
     uint64_t bytes = 0;
     for (const auto& w : writes) bytes += w.info.length;
-    if (auto s = puts.error(); !s.ok()) return failed(s);
+    if (auto s = puts->error(); !s.ok()) return failed(s);
     // The put re-verifies every CRC32C against the bytes. It is durable
     // before Finish() returns, so the task is reported done only after.
-    if (!writes.empty()) puts.Put(std::move(writes), bytes, puts_in_flight);
+    if (!writes.empty()) puts->Put(puts, std::move(writes), bytes, puts_in_flight);
     for (uint64_t id : reply.missing()) left->push_back(id);
     for (uint64_t id : reply.corrupt()) left->push_back(id);
     if (reply.chunks_size() == 0 && static_cast<size_t>(reply.deferred_size()) == asked)
@@ -472,10 +548,11 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted,
       todo.push_front(Wanted{*it, len == length_of.end() ? 0u : len->second});
     }
   }
-  return puts.Finish();
+  return puts->WaitWritten();
 }
 
-Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
+Status Repairer::RunTask(uint32_t pg, const std::shared_ptr<PutTracker>& puts) {
+  TaskTimes* times = &puts->times();
   auto peers = PeersOf(pg);
   if (!peers.ok()) return peers.status();
   if (peers->empty()) return Status::Ok();
@@ -518,7 +595,7 @@ Status Repairer::RunTask(uint32_t pg, TaskTimes* times) {
     std::vector<Status> statuses(peers->size());
     for (size_t p = 0; p < peers->size(); ++p) {
       if (plan[p].empty()) continue;
-      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p], times); });
+      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p], puts); });
     }
     for (auto& t : pulls) t.join();
     std::vector<std::vector<Wanted>> next(peers->size());

@@ -71,6 +71,9 @@ class Repairer {
   void SetClientActivity(std::function<std::chrono::steady_clock::time_point()> last_client_request) {
     last_client_request_ = std::move(last_client_request);
   }
+  // Called when the last queued task is done, so that its report goes to
+  // meta at once. REQUIRES: before Start().
+  void SetReportSoon(std::function<void()> report_soon) { report_soon_ = std::move(report_soon); }
 
   // Moves finished passes into the heartbeat, with progress counters.
   void FillHeartbeat(proto::HeartbeatRequest* request);
@@ -104,19 +107,24 @@ class Repairer {
   void WorkerLoop();
   void ScrubLoop();
   // One pass over a PG: list, diff, pull. OK only if every peer was listed
-  // and every missing chunk was copied.
-  Status RunTask(uint32_t pg, TaskTimes* times);
+  // and every missing chunk was copied (written; durable once `puts` says so).
+  Status RunTask(uint32_t pg, const std::shared_ptr<PutTracker>& puts);
+  // Reports a task done (once its puts are durable) or schedules its retry.
+  void FinishTask(uint32_t pg, uint64_t generation, const Status& s, const PutTracker& puts);
+  // Counts the puts whose callbacks have yet to run (Stop waits for them).
+  void PutStarted();
+  void PutFinished();
   Status RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_ids);
   Status ScrubPass(uint64_t generation);
   // The PG's other members, with addresses, from the current map.
   Result<std::vector<Peer>> PeersOf(uint32_t pg);
   Result<std::vector<proto::ChunkRef>> ListPeer(const Peer& peer, uint32_t pg);
   Result<std::vector<ChunkInfo>> ListLocal(uint32_t pg);
-  // Reads `wanted` from `peer` and stores them here, synced before it
-  // returns: several bulk reads in flight, each batch's local put overlapping
-  // the next reads. Ids the peer lacks go to `left`.
+  // Reads `wanted` from `peer` and writes them here through `puts` (written,
+  // not yet durable, when it returns): several bulk reads in flight, each
+  // batch's local put overlapping the next reads. Ids the peer lacks go to `left`.
   Status Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
-              TaskTimes* times);
+              const std::shared_ptr<PutTracker>& puts);
   void SaveScrubGeneration(uint64_t generation);
   // The repair rate limiter for now: busy or quiet.
   RateLimiter& RepairLimiter();
@@ -129,6 +137,7 @@ class Repairer {
   RateLimiter repair_quiet_limiter_;  // while they do not
   RateLimiter scrub_limiter_;
   std::function<std::chrono::steady_clock::time_point()> last_client_request_;
+  std::function<void()> report_soon_;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;  // tasks, corrupt chunks, scrub requests, stopping_
@@ -139,6 +148,7 @@ class Repairer {
   std::map<uint32_t, uint64_t> finished_;          // pg -> last generation finished
   std::vector<proto::RepairDone> done_;            // not yet sent to meta
   std::map<uint32_t, std::set<uint64_t>> corrupt_;  // pg -> chunk ids to rewrite
+  size_t puts_in_progress_ = 0;                     // store puts whose `done` has not finished
   uint64_t scrub_requested_ = 0;                   // newest generation meta asked for
   proto::ScrubProgress scrub_;
 

@@ -331,7 +331,7 @@ TEST(Bricks, MoveSurvivesKillOfDestinationAndMeta) {
   auto root = MakeRoot(mount, "box");
   auto messages = WriteMessages(root, 700, 5);  // ~4 MiB: about 4 s of pulling for the new brick
 
-  const int added = cluster.AddBrick({"--repair-mbps", "1"});
+  const int added = cluster.AddBrick({"--repair-mbps", "1", "--repair-quiet-mbps", "1"});
   ASSERT_GE(added, 0);
   std::this_thread::sleep_for(2500ms);  // past the settle time: copying has started
   StatusReply st;
