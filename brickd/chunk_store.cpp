@@ -261,12 +261,7 @@ ChunkStore::~ChunkStore() {
     auto flushed = db_->Flush(rocksdb::FlushOptions(), handles_);
     if (!flushed.ok()) SPOOL_LOG_WARN("chunkstore flush_on_close error=\"{}\"", flushed.ToString());
     if (flushed.ok()) MarkDurable(written);
-    std::deque<Unflushed> lost;
-    {
-      std::lock_guard lock(unflushed_mu_);
-      lost.swap(unflushed_);
-    }
-    for (auto& u : lost) u.done(Status::Error(ESHUTDOWN, "chunk store closed before the write was flushed"));
+    FailUnflushed(Status::Error(ESHUTDOWN, "chunk store closed before the write was flushed"));
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
     auto s = db_->Close();
@@ -734,8 +729,22 @@ void ChunkStore::RequestFlushIfDue() {
 void ChunkStore::RequestFlush() {
   rocksdb::FlushOptions options;
   options.wait = false;  // FlushListener answers the puts when it is done
-  if (auto s = db_->Flush(options, handles_); !s.ok())
+  if (auto s = db_->Flush(options, handles_); !s.ok()) {
+    // RocksDB stopped on an error (a full disk, say): no flush will come.
     SPOOL_LOG_WARN("chunkstore flush_background_puts error=\"{}\"", s.ToString());
+    FailUnflushed(FromRocks(s, "flush background puts"));
+  }
+}
+
+void ChunkStore::FailUnflushed(const Status& error) {
+  // Not durable, and no telling when they will be: their callers hear it
+  // (repair pulls them again) rather than wait.
+  std::deque<Unflushed> failed;
+  {
+    std::lock_guard lock(unflushed_mu_);
+    failed.swap(unflushed_);
+  }
+  for (auto& u : failed) u.done(error);
 }
 
 void ChunkStore::MarkDurable(uint64_t flushed_seq) {
@@ -758,15 +767,8 @@ Status ChunkStore::FlushBackground() {
     MarkDurable(written);
     return Status::Ok();
   }
-  // Not durable, and no telling when they will be: fail them (repair pulls
-  // them again) rather than leave their callers waiting.
   auto error = FromRocks(s, "flush background puts");
-  std::deque<Unflushed> failed;
-  {
-    std::lock_guard lock(unflushed_mu_);
-    failed.swap(unflushed_);
-  }
-  for (auto& u : failed) u.done(error);
+  FailUnflushed(error);
   return error;
 }
 

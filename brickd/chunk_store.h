@@ -200,6 +200,8 @@ class ChunkStore {
   std::optional<std::chrono::steady_clock::time_point> FlushDueAt();
   // Asks RocksDB for a flush (not waiting for it) if one is due. Committer thread.
   void RequestFlushIfDue();
+  // Answers every background put waiting for a flush with `error`.
+  void FailUnflushed(const Status& error);
 
   explicit ChunkStore(ChunkStoreOptions options);
   void Enqueue(std::unique_ptr<WriteOp> op);
