@@ -71,7 +71,8 @@ struct RepairOptions {
   // Bulk reads outstanding to one peer per task, so that the peer reads the
   // next batch while this brick writes the last one.
   int reads_in_flight = 2;
-  // Batches per peer and task written (synced) here at once.
+  // Batches per task queued for writing here at once (flow control: a batch
+  // counts until it is in the memtable; durability comes with the next flush).
   int puts_in_flight = 2;
   // Bandwidth of the scrubber's reads. 0 = unlimited.
   uint64_t scrub_bytes_per_sec = 16ull << 20;
