@@ -535,8 +535,8 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted,
     uint64_t bytes = 0;
     for (const auto& w : writes) bytes += w.info.length;
     if (auto s = puts->error(); !s.ok()) return failed(s);
-    // The put re-verifies every CRC32C against the bytes. It is durable
-    // before Finish() returns, so the task is reported done only after.
+    // The put re-verifies every CRC32C against the bytes. The task is
+    // reported done only once all its puts are durable (WhenDurable).
     if (!writes.empty()) puts->Put(puts, std::move(writes), bytes, puts_in_flight);
     for (uint64_t id : reply.missing()) left->push_back(id);
     for (uint64_t id : reply.corrupt()) left->push_back(id);

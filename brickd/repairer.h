@@ -5,10 +5,15 @@
 // PG on this brick and on every peer of the PG (sorted listings, thousands of
 // chunks per request), takes the chunks some peer has and this brick lacks,
 // and pulls them in bulk: many chunks per ReadChunks request, alternating
-// between the peers that hold them, written locally as one group-committed
-// put per batch. A chunk deleted meanwhile is simply absent from every peer;
-// meta's deletion drainer removes it from this brick too. Then the generation
-// is reported done. Tasks run most degraded first, on a few workers.
+// between the peers that hold them, written locally as one background put
+// per batch (no WAL: durable at the store's next memtable flush). A chunk
+// deleted meanwhile is simply absent from every peer; meta's deletion
+// drainer removes it from this brick too. Once every put of the task is
+// durable the generation is reported done (the worker has moved on to the
+// next task by then). Tasks run most degraded first, on a few workers.
+//
+// Pace. Pulls take at most repair_bytes_per_sec while clients use this
+// brick and repair_quiet_bytes_per_sec once none has for a second.
 //
 // Bad copies. A chunk that fails verification here (found by a read or by the
 // scrubber) is fetched from a peer and rewritten.
