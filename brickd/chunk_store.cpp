@@ -1,8 +1,8 @@
 #include "brickd/chunk_store.h"
 
 #include <rocksdb/convenience.h>
-#include <rocksdb/listener.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/statfs.h>
