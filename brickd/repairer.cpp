@@ -73,7 +73,7 @@ class Repairer::PutTracker {
       ++unwritten_;
       ++undurable_;
     }
-    repairer_->PutStarted();
+    repairer_->puts_in_progress_.Begin();
     const size_t count = writes.size();
     repairer_->store_.Put(
         std::move(writes),
@@ -97,7 +97,7 @@ class Repairer::PutTracker {
             }
           }
           if (when_durable) when_durable(result);
-          repairer->PutFinished();  // last: Stop() may return after it
+          repairer->puts_in_progress_.End();  // last: Stop() may return after it
         },
         ChunkStore::Priority::kBackground,
         [self](const Status& s) {
@@ -146,16 +146,6 @@ class Repairer::PutTracker {
   Status error_;
   std::function<void(const Status&)> when_durable_;
 };
-
-void Repairer::PutStarted() {
-  std::lock_guard lock(mu_);
-  ++puts_in_progress_;
-}
-
-void Repairer::PutFinished() {
-  std::lock_guard lock(mu_);
-  if (--puts_in_progress_ == 0) cv_.notify_all();
-}
 
 Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, RepairOptions options)
     : store_(store),
@@ -208,9 +198,8 @@ void Repairer::Stop() {
   // them durable now (a put still queued gets the store's timed flush).
   if (auto s = store_.FlushBackground(); !s.ok())
     SPOOL_LOG_WARN("brickd repair_flush_on_stop error=\"{}\"", s.ToString());
-  std::unique_lock lock(mu_);
-  if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return puts_in_progress_ == 0; }))
-    SPOOL_LOG_WARN("brickd repair_stop puts_unanswered={}", puts_in_progress_);
+  if (!puts_in_progress_.WaitNoneFor(std::chrono::seconds(30)))
+    SPOOL_LOG_WARN("brickd repair_stop puts_unanswered={}", puts_in_progress_.count());
 }
 
 RateLimiter& Repairer::RepairLimiter() {
@@ -343,7 +332,7 @@ void Repairer::WorkerLoop() {
           generation = best->generation;
           break;
         }
-        if (puts_in_progress_ > 0 && !flush_asked) {
+        if (puts_in_progress_.count() > 0 && !flush_asked) {
           // Nothing else to do: make the last tasks' puts durable now
           // rather than when the store's timer would.
           flush_asked = true;

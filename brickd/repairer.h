@@ -46,6 +46,7 @@
 #include "brickd/chunk_store.h"
 #include "brickd/options.h"
 #include "common/cluster_key.h"
+#include "common/outstanding.h"
 #include "common/rate_limiter.h"
 #include "common/rpc/client_pool.h"
 #include "spool.pb.h"
@@ -116,9 +117,6 @@ class Repairer {
   Status RunTask(uint32_t pg, const std::shared_ptr<PutTracker>& puts);
   // Reports a task done (once its puts are durable) or schedules its retry.
   void FinishTask(uint32_t pg, uint64_t generation, const Status& s, const PutTracker& puts);
-  // Counts the puts whose callbacks have yet to run (Stop waits for them).
-  void PutStarted();
-  void PutFinished();
   Status RewriteCorrupt(uint32_t pg, const std::vector<uint64_t>& chunk_ids);
   Status ScrubPass(uint64_t generation);
   // The PG's other members, with addresses, from the current map.
@@ -153,10 +151,10 @@ class Repairer {
   std::map<uint32_t, uint64_t> finished_;          // pg -> last generation finished
   std::vector<proto::RepairDone> done_;            // not yet sent to meta
   std::map<uint32_t, std::set<uint64_t>> corrupt_;  // pg -> chunk ids to rewrite
-  size_t puts_in_progress_ = 0;                     // store puts whose `done` has not finished
   uint64_t scrub_requested_ = 0;                   // newest generation meta asked for
   proto::ScrubProgress scrub_;
 
+  Outstanding puts_in_progress_;  // store puts whose `done` has not finished (Stop waits for them)
   std::atomic<uint64_t> chunks_copied_{0};
   std::atomic<uint64_t> bytes_copied_{0};
   std::atomic<uint64_t> chunks_pending_{0};

@@ -486,15 +486,9 @@ void FileStore::ReadAsync(uint64_t ino, uint64_t offset, size_t size, ReadDone d
       });
 }
 
-void FileStore::BeginAsync() {
-  std::lock_guard lock(async_mu_);
-  ++async_calls_;
-}
+void FileStore::BeginAsync() { async_calls_.Begin(); }
 
-void FileStore::EndAsync() {
-  std::lock_guard lock(async_mu_);
-  if (--async_calls_ == 0) async_cv_.notify_all();
-}
+void FileStore::EndAsync() { async_calls_.End(); }
 
 void FileStore::RunWaiting(std::function<void()> work) {
   BeginAsync();
@@ -504,10 +498,7 @@ void FileStore::RunWaiting(std::function<void()> work) {
   });
 }
 
-void FileStore::WaitForAsyncCalls() {
-  std::unique_lock lock(async_mu_);
-  async_cv_.wait(lock, [&] { return async_calls_ == 0; });
-}
+void FileStore::WaitForAsyncCalls() { async_calls_.WaitNone(); }
 
 Status FileStore::FillFromExtents(uint64_t ino, const std::vector<proto::Extent>& extents, uint64_t offset,
                                   std::string& out) {

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/outstanding.h"
 #include "fusemount/client/chunk_client.h"
 #include "fusemount/client/meta_client.h"
 #include "fusemount/client/options.h"
@@ -224,9 +225,7 @@ class FileStore {
 
   // RunWaiting's threads; one riding out an outage holds a thread.
   asio::thread_pool waiting_pool_{8};
-  std::mutex async_mu_;  // guards async_calls_
-  std::condition_variable async_cv_;
-  uint64_t async_calls_ = 0;  // BeginAsync calls not ended yet
+  Outstanding async_calls_;  // BeginAsync calls not ended yet
 };
 
 }  // namespace spool::client
