@@ -17,6 +17,7 @@
 #include "common/bytes.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/rocksdb_crc32c.h"
 
 namespace spool::brick {
 namespace {
@@ -163,6 +164,7 @@ class ChunkStore::FlushListener : public rocksdb::EventListener {
 
 Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& options) {
   std::unique_ptr<ChunkStore> store(new ChunkStore(options));
+  RocksDbUsesFastCrc32c();
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;

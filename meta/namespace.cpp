@@ -13,6 +13,7 @@
 #include "common/extents.h"
 #include "common/log.h"
 #include "common/placement.h"
+#include "common/rocksdb_crc32c.h"
 #include "meta/keys.h"
 #include "meta_store.pb.h"
 
@@ -317,6 +318,7 @@ Result<std::unique_ptr<Namespace>> Namespace::Open(const std::string& dir, const
   };
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
+  RocksDbUsesFastCrc32c();
   auto s = rocksdb::DB::Open(rocksdb::DBOptions(options), dir, families, &handles, &raw);
   if (!s.ok()) return Err(EIO, "open rocksdb " + dir + ": " + s.ToString());
   std::unique_ptr<Namespace> ns(new Namespace());

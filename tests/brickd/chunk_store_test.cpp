@@ -1,6 +1,7 @@
 // ChunkStore, one operation at a time, and the ways each one fails.
 #include "brickd/chunk_store.h"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "common/crc32c.h"
+#include "common/rocksdb_crc32c.h"
 #include "tests/brickd/test_util.h"
 #include "tests/support/process.h"
 
@@ -46,6 +48,30 @@ class ChunkStoreTest : public ::testing::Test {
   spool::testing::TempDir dir_;
   std::unique_ptr<ChunkStore> store_;
 };
+
+// RocksDB checksums its files with our ISA-L CRC32C (common/rocksdb_crc32c.h);
+// it must give exactly what RocksDB's own table-driven code gives, or stores
+// written before (or by another build) would read back as corrupt.
+TEST(RocksDbCrc32c, RocksDbCallsOursAndOursMatchesRocksDbsOwn) {
+  EXPECT_TRUE(RocksDbUsesFastCrc32c());
+  using ExtendFn = uint32_t (*)(uint32_t, const char*, size_t);
+  auto library_extend = reinterpret_cast<ExtendFn>(::dlsym(RTLD_NEXT, "_ZN7rocksdb6crc32c6ExtendEjPKcm"));
+  ASSERT_NE(library_extend, nullptr) << "librocksdb exports no crc32c::Extend";
+  ASSERT_NE(reinterpret_cast<void*>(library_extend), reinterpret_cast<void*>(&rocksdb::crc32c::Extend));
+
+  EXPECT_EQ(rocksdb::crc32c::Extend(0, "123456789", 9), 0xE3069283u);  // the CRC32C check value
+  EXPECT_EQ(library_extend(0, "123456789", 9), 0xE3069283u);
+  const std::string bytes = RandomBytes(70000, 5);
+  const char* unaligned = bytes.data() + 3;
+  for (size_t length : {0, 1, 3, 7, 8, 15, 16, 63, 64, 255, 256, 1000, 4096, 4097, 65536, 69997}) {
+    for (uint32_t init : {0u, 1u, 0xFFFFFFFFu, 0x12345678u}) {
+      EXPECT_EQ(rocksdb::crc32c::Extend(init, unaligned, length), library_extend(init, unaligned, length))
+          << "length " << length << " init " << init;
+    }
+  }
+  const uint32_t head = Crc32c(bytes.data(), 1000);
+  EXPECT_EQ(Crc32cExtend(head, bytes.data() + 1000, bytes.size() - 1000), Crc32c(bytes));
+}
 
 TEST_F(ChunkStoreTest, PutThenGetReturnsTheBytesOfEverySize) {
   for (size_t size : {size_t{0}, size_t{1}, size_t{1000}, size_t{4096}, size_t{65536}, size_t{kMaxChunkBytes}}) {
