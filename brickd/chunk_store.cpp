@@ -205,6 +205,11 @@ Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& op
 
   rocksdb::ColumnFamilyOptions meta_options;
   meta_options.write_buffer_size = std::min<uint64_t>(options.write_buffer_size, 16ull << 20);
+  // Every put first looks up the chunks it writes (ReadExisting), nearly
+  // always new ids: a whole-key bloom filter on the memtable answers those
+  // without a search of the skiplist.
+  meta_options.memtable_whole_key_filtering = true;
+  meta_options.memtable_prefix_bloom_size_ratio = 0.02;
   rocksdb::BlockBasedTableOptions table_options;
   table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   meta_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
