@@ -78,10 +78,10 @@ asio::awaitable<Result<Frame>> Connection::ReadFrame() {
   if (length > kMaxFrameBytes)
     co_return Status::Error(EMSGSIZE, "frame of " + std::to_string(length) + " bytes exceeds the maximum");
   if (length < kFixedBytes) co_return Status::Error(EPROTO, "frame shorter than its fixed part");
-  std::string body(length, '\0');
-  co_await asio::async_read(socket_, asio::buffer(body), asio::redirect_error(use_awaitable, ec));
+  auto body = std::make_shared_for_overwrite<char[]>(length);
+  co_await asio::async_read(socket_, asio::buffer(body.get(), length), asio::redirect_error(use_awaitable, ec));
   if (ec) co_return Status::Error(ECONNRESET, "truncated frame: " + ec.message());
-  co_return Frame::Decode(std::move(body));
+  co_return Frame::Decode(std::move(body), length);
 }
 
 asio::awaitable<void> Connection::RunServer([[maybe_unused]] std::shared_ptr<Connection> keep_alive) {

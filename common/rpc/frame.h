@@ -15,6 +15,7 @@
 #include <google/protobuf/message_lite.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -37,21 +38,24 @@ class Frame {
   uint64_t request_id = 0;
 
   bool is_reply() const { return flags & kFlagReply; }
-  std::string_view header() const { return std::string_view(body_).substr(header_offset_, header_length_); }
-  std::string_view payload() const {
-    return std::string_view(body_).substr(header_offset_ + header_length_);
-  }
+  std::string_view header() const { return body().substr(header_offset_, header_length_); }
+  std::string_view payload() const { return body().substr(header_offset_ + header_length_); }
   // Parses the header as `msg`; false if it is not a valid encoding.
   bool ParseHeader(google::protobuf::MessageLite& msg) const {
     auto h = header();
     return msg.ParseFromArray(h.data(), static_cast<int>(h.size()));
   }
 
-  // Decodes a frame body (everything after the length field).
-  static Result<Frame> Decode(std::string body);
+  // Decodes a frame body (everything after the length field). The buffer
+  // is shared, not zero-filled: a connection reads up to 4 MiB into it.
+  static Result<Frame> Decode(std::shared_ptr<char[]> body, size_t size);
+  static Result<Frame> Decode(std::string_view body);  // copies
 
  private:
-  std::string body_;
+  std::string_view body() const { return std::string_view(body_.get(), body_size_); }
+
+  std::shared_ptr<char[]> body_;  // copies of a Frame share it; never written after Decode
+  size_t body_size_ = 0;
   size_t header_offset_ = 0;
   size_t header_length_ = 0;
 };
