@@ -574,9 +574,14 @@ Status Repairer::RunTask(uint32_t pg, const std::shared_ptr<PutTracker>& puts) {
 
   // Spread the pulls over the peers that hold each chunk, then pull from all
   // of them at once. What a source lacks after all goes to the next holder.
+  // Each peer gets a contiguous range of ids (chunks written together lie
+  // together in a peer's blob files) rather than every other chunk.
   std::vector<std::vector<Wanted>> plan(peers->size());
-  size_t turn = 0;
-  for (auto& [id, m] : missing) plan[m.holders[turn++ % m.holders.size()]].push_back(Wanted{id, m.length});
+  size_t position = 0;
+  for (auto& [id, m] : missing) {
+    const size_t share = position++ * m.holders.size() / missing.size();
+    plan[m.holders[share]].push_back(Wanted{id, m.length});
+  }
   Status result = Status::Ok();
   for (int round = 0; round < static_cast<int>(peers->size()) && !plan.empty(); ++round) {
     std::vector<std::vector<uint64_t>> left(peers->size());
