@@ -55,10 +55,12 @@ struct ChunkStoreOptions {
 struct RepairOptions {
   // Bandwidth for pulling chunks from peers (repair, rebuild) while clients
   // use this brick. 0 = unlimited.
-  // 48 MiB/s keeps the p99 of deliveries during a rebuild within 2x of idle
-  // on a small shared 2-core test box (spool-bench rebuild: 96 MiB/s gave
-  // 3.5x there, 48 gave 1.4x, 24 gave 1.2x).
-  uint64_t repair_bytes_per_sec = 48ull << 20;
+  // 24 MiB/s keeps the p99 of deliveries during a rebuild within 2x of idle
+  // on a small shared 2-core test box with all bricks on it (spool-bench
+  // rebuild, 200k messages, 15 s idle: 48 MiB/s gave 2.1-2.5x once cheaper
+  // CRCs had made idle deliveries faster, 32 gave 1.7-2.0x, 24 gave
+  // 1.5-1.7x, 16 gave 1.7x).
+  uint64_t repair_bytes_per_sec = 24ull << 20;
   // The same once no client has used this brick for `clients_quiet_after`:
   // a rebuild on a quiet cluster (a night, a spare brick) goes at full
   // speed and slows down as soon as mail flows again. 0 = unlimited.

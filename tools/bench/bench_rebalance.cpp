@@ -55,7 +55,7 @@ struct Options {
   int messages = 200000;
   std::string dir = "/var/tmp";
   uint64_t seed = 42;
-  int repair_mbps = 48;     // brickd's default
+  int repair_mbps = 24;     // brickd's default
   int repair_workers = 0;   // 0: brickd's default
   bool skip_rsync = false;
   double load_seconds = 15;  // idle latency measurement

@@ -60,7 +60,7 @@ struct Options {
   int messages = 200000;
   std::string dir = "/var/tmp";
   uint64_t seed = 42;
-  int repair_mbps = 48;     // brickd's default
+  int repair_mbps = 24;     // brickd's default
   int repair_quiet_mbps = -1;  // -1: brickd's default
   int repair_workers = 0;   // 0: brickd's default
   std::vector<std::string> brick_args;  // more flags for every brick
