@@ -309,6 +309,14 @@ void ChunkStore::Put(std::vector<ChunkWrite> chunks, Done done, Priority priorit
   }
   auto space = DiskSpace(options_.db_dir);
   if (!space.ok()) return Answer(*op, space.status());
+  // A repair or move copy keeps twice the reserve free: on a brick that was
+  // full, the space deletes free comes back only once blob GC has copied the
+  // live chunks out of partly dead blob files, which needs room; repair
+  // filling it first would keep the brick full (and clients' mail comes first).
+  if (op->background && space->free_bytes < 2 * options_.reserve_bytes + op->bytes)
+    return Answer(*op, Status::Error(ENOSPC, "brick is nearly full: " + std::to_string(space->free_bytes) +
+                                          " bytes free; repair copies keep twice the reserve (" +
+                                          std::to_string(options_.reserve_bytes) + ") free"));
   if (space->free_bytes < options_.reserve_bytes + op->bytes) {
     space_low_ = true;
     if (!refusing_for_space_.exchange(true))  // logged once per episode

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 
 #include <condition_variable>
 #include <future>
@@ -527,6 +528,41 @@ TEST_F(FullDiskTest, EnospcThenReadableThenDeletesMakeRoom) {
   for (; again < stored / 2; ++again)
     if (!store_->PutSync(1, 2000 + again, RandomBytes(kChunk, again)).ok()) break;
   EXPECT_EQ(again, stored / 2);
+}
+
+// A repair or move copy stops at twice the reserve, where a client's put
+// still fits: on a brick that was full, repair must not take the room blob
+// GC needs to give deleted space back.
+TEST_F(FullDiskTest, RepairCopiesLeaveTwiceTheReserveFree) {
+  ChunkStoreOptions options;
+  options.db_dir = mount_point_ + "/db";
+  options.reserve_bytes = 8 << 20;
+  options.write_buffer_size = 4 << 20;
+  options.blob_file_size = 4 << 20;
+  options.allow_fallocate = false;
+  auto store = ChunkStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  store_ = std::move(store).value();
+
+  constexpr size_t kChunk = 256 << 10;
+  auto free_bytes = [&] {
+    struct statvfs st {};
+    EXPECT_EQ(::statvfs(mount_point_.c_str(), &st), 0);
+    return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  };
+  uint64_t id = 0;
+  for (; free_bytes() >= 2 * options.reserve_bytes + kChunk; ++id) {
+    ASSERT_LT(id, 400u) << "the tmpfs never filled";
+    ASSERT_TRUE(store_->PutSync(1, id, RandomBytes(kChunk, id)).ok()) << id;
+  }
+  const std::string bytes = RandomBytes(kChunk, 99);
+  std::vector<ChunkWrite> copy;
+  copy.push_back(ChunkWrite{ChunkInfo{1, 2, Crc32c(bytes), static_cast<uint32_t>(bytes.size())}, bytes});
+  Status s = store_->PutSync(std::move(copy), ChunkStore::Priority::kBackground);
+  EXPECT_EQ(s.code(), ENOSPC) << s.ToString();
+  EXPECT_FALSE(store_->Get(2, 1).ok());
+  s = store_->PutSync(2, 1, bytes);
+  EXPECT_TRUE(s.ok()) << "a client's put still fits above the reserve: " << s.ToString();
 }
 
 }  // namespace
