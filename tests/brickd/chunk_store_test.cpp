@@ -482,22 +482,26 @@ class FullDiskTest : public ::testing::Test {
     store_.reset();
     if (mounted_) ::umount2(mount_point_.c_str(), MNT_DETACH);
   }
+  // A store on the tmpfs with small write buffers and blob files.
+  void Open() {
+    options_.db_dir = mount_point_ + "/db";
+    options_.reserve_bytes = 8 << 20;
+    options_.write_buffer_size = 4 << 20;
+    options_.blob_file_size = 4 << 20;
+    options_.allow_fallocate = false;
+    auto store = ChunkStore::Open(options_);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+  }
   spool::testing::TempDir dir_;
   std::string mount_point_;
   bool mounted_ = false;
+  ChunkStoreOptions options_;
   std::unique_ptr<ChunkStore> store_;
 };
 
 TEST_F(FullDiskTest, EnospcThenReadableThenDeletesMakeRoom) {
-  ChunkStoreOptions options;
-  options.db_dir = mount_point_ + "/db";
-  options.reserve_bytes = 8 << 20;
-  options.write_buffer_size = 4 << 20;
-  options.blob_file_size = 4 << 20;
-  options.allow_fallocate = false;
-  auto store = ChunkStore::Open(options);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  store_ = std::move(store).value();
+  ASSERT_NO_FATAL_FAILURE(Open());
 
   constexpr size_t kChunk = 256 << 10;
   uint64_t stored = 0;
@@ -534,15 +538,7 @@ TEST_F(FullDiskTest, EnospcThenReadableThenDeletesMakeRoom) {
 // still fits: on a brick that was full, repair must not take the room blob
 // GC needs to give deleted space back.
 TEST_F(FullDiskTest, RepairCopiesLeaveTwiceTheReserveFree) {
-  ChunkStoreOptions options;
-  options.db_dir = mount_point_ + "/db";
-  options.reserve_bytes = 8 << 20;
-  options.write_buffer_size = 4 << 20;
-  options.blob_file_size = 4 << 20;
-  options.allow_fallocate = false;
-  auto store = ChunkStore::Open(options);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  store_ = std::move(store).value();
+  ASSERT_NO_FATAL_FAILURE(Open());
 
   constexpr size_t kChunk = 256 << 10;
   auto free_bytes = [&] {
@@ -551,7 +547,7 @@ TEST_F(FullDiskTest, RepairCopiesLeaveTwiceTheReserveFree) {
     return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
   };
   uint64_t id = 0;
-  for (; free_bytes() >= 2 * options.reserve_bytes + kChunk; ++id) {
+  for (; free_bytes() >= 2 * options_.reserve_bytes + kChunk; ++id) {
     ASSERT_LT(id, 400u) << "the tmpfs never filled";
     ASSERT_TRUE(store_->PutSync(1, id, RandomBytes(kChunk, id)).ok()) << id;
   }
