@@ -44,7 +44,8 @@ class TempDir {
   std::string path_;
 };
 
-// Picks a TCP port that is free on 127.0.0.1 right now.
+// Picks a TCP port that is free on 127.0.0.1 right now and was not picked
+// before by this process.
 int FreePort();
 // Waits until something accepts connections on 127.0.0.1:port.
 bool WaitForPort(int port, std::chrono::milliseconds timeout = std::chrono::seconds(20));
