@@ -31,11 +31,16 @@ int main(int argc, char** argv) {
   uint64_t repair_mbps = options.repair.repair_bytes_per_sec >> 20, scrub_mbps = options.repair.scrub_bytes_per_sec >> 20;
   int64_t scrub_hours = options.repair.scrub_interval.count() / 3600;
   uint64_t repair_quiet_mbps = options.repair.repair_quiet_bytes_per_sec >> 20;
+  uint64_t move_mbps = options.repair.move_bytes_per_sec >> 20;
   app.add_option("--repair-mbps", repair_mbps,
                  "MiB/s this brick pulls from peers when repairing while clients use it (0 = unlimited)")
       ->capture_default_str();
   app.add_option("--repair-quiet-mbps", repair_quiet_mbps,
                  "the same once no client has used this brick for a second (0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--move-mbps", move_mbps,
+                 "at most this much of --repair-mbps goes to moves (add, drain) while clients use this brick "
+                 "(0 = no cap of its own)")
       ->capture_default_str();
   app.add_option("--repair-workers", options.repair.workers, "placement groups repaired at once")
       ->capture_default_str()->check(CLI::Range(1, 64));
@@ -53,6 +58,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   options.repair.repair_bytes_per_sec = repair_mbps << 20;
   options.repair.repair_quiet_bytes_per_sec = repair_quiet_mbps << 20;
+  options.repair.move_bytes_per_sec = move_mbps << 20;
   options.repair.scrub_bytes_per_sec = scrub_mbps << 20;
   options.repair.scrub_interval = std::chrono::hours(scrub_hours);
   options.gc.delay = std::chrono::milliseconds(gc_delay_ms);

@@ -153,6 +153,7 @@ Repairer::Repairer(ChunkStore& store, asio::io_context& io, ClusterKey key, Repa
       peers_(io, std::move(key), PeerRpcOptions(options_.rpc_timeout)),
       repair_limiter_(options_.repair_bytes_per_sec),
       repair_quiet_limiter_(options_.repair_quiet_bytes_per_sec),
+      move_limiter_(options_.move_bytes_per_sec),
       scrub_limiter_(options_.scrub_bytes_per_sec) {
   if (!options_.state_dir.empty()) {
     std::ifstream in(ScrubStatePath(options_.state_dir));
@@ -189,6 +190,7 @@ void Repairer::Stop() {
   cv_.notify_all();
   repair_limiter_.Cancel();
   repair_quiet_limiter_.Cancel();
+  move_limiter_.Cancel();
   scrub_limiter_.Cancel();
   for (auto& t : workers_) t.join();
   workers_.clear();
@@ -202,10 +204,19 @@ void Repairer::Stop() {
     SPOOL_LOG_WARN("brickd repair_stop puts_unanswered={}", puts_in_progress_.count());
 }
 
-RateLimiter& Repairer::RepairLimiter() {
+bool Repairer::IsMoving(uint32_t pg) {
+  std::lock_guard lock(mu_);
+  return map_ && pg < static_cast<uint32_t>(map_->pgs_size()) && map_->pgs(static_cast<int>(pg)).leaving_size() > 0;
+}
+
+bool Repairer::AcquirePullBandwidth(uint64_t bytes, bool moving) {
   const bool quiet =
       last_client_request_ && Clock::now() - last_client_request_() >= options_.clients_quiet_after;
-  return quiet ? repair_quiet_limiter_ : repair_limiter_;
+  if (quiet) return repair_quiet_limiter_.Acquire(bytes);
+  // A move spends both budgets, so that repairs and moves together stay
+  // within repair_bytes_per_sec.
+  if (moving && !move_limiter_.Acquire(bytes)) return false;
+  return repair_limiter_.Acquire(bytes);
 }
 
 bool Repairer::Stopping() {
@@ -465,8 +476,8 @@ Result<std::vector<proto::ChunkRef>> Repairer::ListPeer(const Peer& peer, uint32
   }
 }
 
-Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
-                      const std::shared_ptr<PutTracker>& puts) {
+Status Repairer::Pull(const Peer& peer, uint32_t pg, bool moving, std::vector<Wanted> wanted,
+                      std::vector<uint64_t>* left, const std::shared_ptr<PutTracker>& puts) {
   TaskTimes* times = &puts->times();
   auto client = peers_.Get(peer.address);
   std::unordered_map<uint64_t, uint32_t> length_of;
@@ -500,7 +511,7 @@ Status Repairer::Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted,
       // Spend the bandwidth before asking, so that the throttle binds on
       // what is read from the peer and written here.
       const auto t0 = Clock::now();
-      if (!RepairLimiter().Acquire(bytes)) return failed(Status::Error(ESHUTDOWN, "stopping"));
+      if (!AcquirePullBandwidth(bytes, moving)) return failed(Status::Error(ESHUTDOWN, "stopping"));
       times->wait_us += UsSince(t0);
       reads.push_back(Read{client->Call(rpc::Method::kReadChunks, req), static_cast<size_t>(req.chunk_ids_size())});
     }
@@ -545,6 +556,7 @@ Status Repairer::RunTask(uint32_t pg, const std::shared_ptr<PutTracker>& puts) {
   auto peers = PeersOf(pg);
   if (!peers.ok()) return peers.status();
   if (peers->empty()) return Status::Ok();
+  const bool moving = IsMoving(pg);
   const auto list_start = Clock::now();
   auto local = ListLocal(pg);
   if (!local.ok()) return local.status();
@@ -589,7 +601,7 @@ Status Repairer::RunTask(uint32_t pg, const std::shared_ptr<PutTracker>& puts) {
     std::vector<Status> statuses(peers->size());
     for (size_t p = 0; p < peers->size(); ++p) {
       if (plan[p].empty()) continue;
-      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, std::move(plan[p]), &left[p], puts); });
+      pulls.emplace_back([&, p] { statuses[p] = Pull((*peers)[p], pg, moving, std::move(plan[p]), &left[p], puts); });
     }
     for (auto& t : pulls) t.join();
     std::vector<std::vector<Wanted>> next(peers->size());

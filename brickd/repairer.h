@@ -13,7 +13,9 @@
 // next task by then). Tasks run most degraded first, on a few workers.
 //
 // Pace. Pulls take at most repair_bytes_per_sec while clients use this
-// brick and repair_quiet_bytes_per_sec once none has for a second.
+// brick and repair_quiet_bytes_per_sec once none has for a second. Pulls of
+// a PG that is moving (it has leaving bricks: all its copies still exist)
+// take at most move_bytes_per_sec of that while clients use the brick.
 //
 // Bad copies. A chunk that fails verification here (found by a read or by the
 // scrubber) is fetched from a peer and rewritten.
@@ -126,11 +128,14 @@ class Repairer {
   // Reads `wanted` from `peer` and writes them here through `puts` (written,
   // not yet durable, when it returns): several bulk reads in flight, each
   // batch's local put overlapping the next reads. Ids the peer lacks go to `left`.
-  Status Pull(const Peer& peer, uint32_t pg, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
+  Status Pull(const Peer& peer, uint32_t pg, bool moving, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
               const std::shared_ptr<PutTracker>& puts);
   void SaveScrubGeneration(uint64_t generation);
-  // The repair rate limiter for now: busy or quiet.
-  RateLimiter& RepairLimiter();
+  // Whether the PG is moving in the current map (it has leaving bricks).
+  bool IsMoving(uint32_t pg);
+  // Waits until `bytes` of pulls may go at the pace for now (busy or quiet,
+  // move or repair). False once stopping.
+  bool AcquirePullBandwidth(uint64_t bytes, bool moving);
   bool Stopping();
 
   ChunkStore& store_;
@@ -138,6 +143,7 @@ class Repairer {
   rpc::ClientPool peers_;
   RateLimiter repair_limiter_;        // while clients use this brick
   RateLimiter repair_quiet_limiter_;  // while they do not
+  RateLimiter move_limiter_;          // moves while clients use this brick, within repair_limiter_
   RateLimiter scrub_limiter_;
   std::function<std::chrono::steady_clock::time_point()> last_client_request_;
   std::function<void()> report_soon_;

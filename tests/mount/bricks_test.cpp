@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -349,6 +350,75 @@ TEST(Bricks, MoveSurvivesKillOfDestinationAndMeta) {
   auto per_brick = ExpectCopiesWhereTheMapSays(cluster, {0, 1, 2, 3}, 30s);
   EXPECT_GT(per_brick[3], 0u);
   ExpectAllPresent(root, messages);
+  cluster.Unmount(mount);
+  ExpectAllReadableThroughFreshMount(cluster, messages);
+}
+
+// Moves yield more than repairs: with --repair-mbps unlimited and
+// --move-mbps 1, a new brick pulls its groups at about 1 MiB/s while mail is
+// delivered, at full speed once it stops; then a wiped brick, rebuilt under
+// the same deliveries, is not held to the move cap (it has copies to restore).
+TEST(Bricks, MovesTakeTheirOwnSmallerShareWhileClientsWrite) {
+  auto config = BricksCluster(3);
+  config.brick_args.insert(config.brick_args.end(),
+                           {"--repair-mbps", "0", "--move-mbps", "1", "--repair-quiet-mbps", "0"});
+  LocalCluster cluster(config);
+  ASSERT_TRUE(cluster.Start());
+  auto mount = cluster.Mount();
+  ASSERT_FALSE(mount.empty());
+  auto root = MakeRoot(mount, "box");
+  ASSERT_EQ(::mkdir((root + "/new").c_str(), 0700), 0);
+  std::map<std::string, std::string> messages;
+  constexpr size_t kFiles = 32;  // 32 MiB; a fourth brick takes about 3/4 of it
+  for (size_t i = 0; i < kFiles; ++i) {
+    const std::string name = "big" + std::to_string(i);
+    messages[name] = RandomBytes(1 << 20, i);
+    WriteAll(root + "/new/" + name, messages[name]);
+  }
+  StatusReply st;
+  ASSERT_TRUE(cluster.Status(&st));
+  const uint64_t copied_at_start = st.repair().bytes_copied();
+
+  {
+    DeliveryLoad load(root, 2);
+    const int added = cluster.AddBrick();  // with the same flags
+    ASSERT_GE(added, 0);
+    std::this_thread::sleep_for(7s);  // 1.5 s settle, then about 5 s of moving
+    ASSERT_TRUE(cluster.Status(&st));
+    EXPECT_GT(st.pgs_moving(), 0u) << "the move finished under load: --move-mbps did not hold it back";
+    load.Stop();
+    EXPECT_EQ(load.errors(), 0) << load.first_error();
+    messages.merge(load.acknowledged());
+  }
+  const uint64_t moved_busy = st.repair().bytes_copied() - copied_at_start;
+  std::fprintf(stderr, "move while deliveries ran (7 s): %.1f MiB copied\n", moved_busy / 1048576.0);
+  // 1 MiB/s plus the bulk reads granted at once (up to 4 MiB each, two per
+  // peer per task) and the deliveries' own chunks; the move needs ~24 MiB.
+  EXPECT_LT(moved_busy, 16ull << 20) << "the move did not slow down for the deliveries";
+  const double settled_s = WaitSettled(cluster, 30s, &st);
+  EXPECT_GE(settled_s, 0) << "the move did not speed up once the deliveries stopped";
+  std::fprintf(stderr, "then settled %.1f s after the deliveries stopped\n", settled_s);
+
+  // A rebuild under the same load is a repair: --repair-mbps (unlimited) holds.
+  const uint64_t copied_before_rebuild = st.repair().bytes_copied();
+  cluster.KillBrick(0);
+  std::filesystem::remove_all(cluster.brick_dir(0));
+  const std::string root2 = MakeRoot(mount, "box2");
+  std::map<std::string, std::string> messages2;
+  {
+    DeliveryLoad load(root2, 2);
+    ASSERT_TRUE(cluster.StartBrick(0));
+    std::this_thread::sleep_for(5s);
+    ASSERT_TRUE(cluster.Status(&st));
+    load.Stop();
+    EXPECT_EQ(load.errors(), 0) << load.first_error();
+    messages2 = load.acknowledged();
+  }
+  const uint64_t rebuilt_busy = st.repair().bytes_copied() - copied_before_rebuild;
+  std::fprintf(stderr, "rebuild while deliveries ran (5 s): %.1f MiB copied\n", rebuilt_busy / 1048576.0);
+  EXPECT_GT(rebuilt_busy, 20ull << 20) << "a rebuild was held back like a move";
+  ASSERT_GE(WaitSettled(cluster, 30s), 0);
+  ExpectAllPresent(root2, messages2);
   cluster.Unmount(mount);
   ExpectAllReadableThroughFreshMount(cluster, messages);
 }

@@ -103,6 +103,27 @@ class DeliveryLoad {
     std::sort(out.begin(), out.end());
     return out;
   }
+  // One line per second of [from, to): deliveries started, their p99 and max
+  // (ms), to see when in a phase the slow ones happen.
+  std::string Timeline(Clock::time_point from, Clock::time_point to) {
+    std::map<int64_t, std::vector<double>> per_second;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& s : samples_)
+        if (s.start >= from && s.start < to)
+          per_second[std::chrono::duration_cast<std::chrono::seconds>(s.start - from).count()].push_back(s.us);
+    }
+    std::string out;
+    char line[96];
+    for (auto& [second, us] : per_second) {
+      std::sort(us.begin(), us.end());
+      std::snprintf(line, sizeof line, "    %4llds  %5zu deliveries  p99 %7.1f ms  max %7.1f ms\n",
+                    static_cast<long long>(second), us.size(), us[(us.size() - 1) * 99 / 100] / 1000.0,
+                    us.back() / 1000.0);
+      out += line;
+    }
+    return out;
+  }
   uint64_t errors() const { return errors_; }
   std::string first_error() {
     std::lock_guard lock(mu_);
