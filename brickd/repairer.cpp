@@ -206,7 +206,12 @@ void Repairer::Stop() {
 
 bool Repairer::IsMoving(uint32_t pg) {
   std::lock_guard lock(mu_);
-  return map_ && pg < static_cast<uint32_t>(map_->pgs_size()) && map_->pgs(static_cast<int>(pg)).leaving_size() > 0;
+  if (!map_ || pg >= static_cast<uint32_t>(map_->pgs_size())) return false;
+  // With its leaving brick down the group is short of a copy: a repair.
+  for (uint32_t id : map_->pgs(static_cast<int>(pg)).leaving())
+    for (const auto& b : map_->bricks())
+      if (b.id() == id && b.state() == proto::BRICK_UP) return true;
+  return false;
 }
 
 bool Repairer::AcquirePullBandwidth(uint64_t bytes, bool moving) {

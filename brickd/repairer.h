@@ -14,8 +14,9 @@
 //
 // Pace. Pulls take at most repair_bytes_per_sec while clients use this
 // brick and repair_quiet_bytes_per_sec once none has for a second. Pulls of
-// a PG that is moving (it has leaving bricks: all its copies still exist)
-// take at most move_bytes_per_sec of that while clients use the brick.
+// a PG that is moving (a leaving brick that is up still has its copy: no
+// chunk is short of copies) take at most move_bytes_per_sec of that while
+// clients use the brick.
 //
 // Bad copies. A chunk that fails verification here (found by a read or by the
 // scrubber) is fetched from a peer and rewritten.
@@ -131,7 +132,8 @@ class Repairer {
   Status Pull(const Peer& peer, uint32_t pg, bool moving, std::vector<Wanted> wanted, std::vector<uint64_t>* left,
               const std::shared_ptr<PutTracker>& puts);
   void SaveScrubGeneration(uint64_t generation);
-  // Whether the PG is moving in the current map (it has leaving bricks).
+  // Whether the PG is moving in the current map: a leaving brick that is up
+  // still holds its old copy, so every chunk has all its copies.
   bool IsMoving(uint32_t pg);
   // Waits until `bytes` of pulls may go at the pace for now (busy or quiet,
   // move or repair). False once stopping.
