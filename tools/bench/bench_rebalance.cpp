@@ -76,7 +76,7 @@ int RunRebalance(int argc, char** argv) {
   app.add_option("--messages", o.messages, "messages in the cluster (one chunk each)")->capture_default_str();
   app.add_option("--dir", o.dir, "work directory on the disk under test")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of message sizes and bytes")->capture_default_str();
-  app.add_option("--repair-mbps", o.repair_mbps, "passed to every brick: MiB/s of move pulls (0 = unlimited)")
+  app.add_option("--repair-mbps", o.repair_mbps, "passed to every brick: MiB/s of repair and move pulls while clients write (0 = unlimited)")
       ->capture_default_str();
   app.add_option("--move-mbps", o.move_mbps,
                  "passed to every brick: MiB/s of --repair-mbps moves may take while clients write (0 = all)")
