@@ -457,6 +457,14 @@ void MetaService::RegisterHandlers() {
              op.mutable_setattr()->set_size(0);
              SubmitAndReply(std::move(op), r, [reply_open](const OpOutcome&, const Responder& r2) { reply_open(r2); });
            }));
+  s.Handle(Method::kReleases, Typed<proto::ReleasesRequest>([this](const auto& req, const Responder& r) {
+             if (req.inos_size() > static_cast<int>(rpc::kMaxReleasesPerRequest))
+               return r.Fail(Status::Error(EINVAL, "more than " + std::to_string(rpc::kMaxReleasesPerRequest) +
+                                                       " releases in one request"));
+             for (uint64_t ino : req.inos())
+               if (req.session_id() != 0 && sessions_->RemoveOpen(req.session_id(), ino)) ReclaimIfOrphan(ino);
+             r.Reply(proto::Empty());
+           }));
   s.Handle(Method::kRelease, Typed<proto::ReleaseRequest>([this](const auto& req, const Responder& r) {
              if (req.session_id() != 0 && sessions_->RemoveOpen(req.session_id(), req.ino()) &&
                  ns_->IsOrphan(req.ino())) {

@@ -50,6 +50,7 @@ enum class Method : uint16_t {
   kListXattr = 317,             // XattrRequest        -> XattrReply
   kRemoveXattr = 318,           // XattrRequest        -> Empty
   kReleaseDirLease = 319,       // ReleaseDirLeaseRequest -> Empty
+  kReleases = 320,              // ReleasesRequest     -> Empty
 
   // meta: sessions and locks
   kOpenSession = 400,           // OpenSessionRequest  -> OpenSessionReply
@@ -59,5 +60,8 @@ enum class Method : uint16_t {
   kGetLock = 404,               // LockRequest         -> LockReply
   kWatch = 405,                 // WatchRequest        -> WatchReply (long poll)
 };
+
+// Most closes in one kReleases request.
+inline constexpr uint32_t kMaxReleasesPerRequest = 4096;
 
 }  // namespace spool::rpc

@@ -129,6 +129,11 @@ void MetaClient::ReRegisterOpenFiles() {
     std::lock_guard lock(provider_mu_);
     if (open_files_provider_) inodes = open_files_provider_();
   }
+  {
+    // Closes not yet sent are already missing from that list.
+    std::lock_guard lock(releases_mu_);
+    pending_releases_.clear();
+  }
   if (inodes.empty()) return;
   SPOOL_LOG_INFO("mount registering open files again after losing meta session={} descriptors={}",
                  session_id_.load(), inodes.size());
@@ -411,10 +416,31 @@ void MetaClient::OpenAsync(uint64_t ino, std::function<void(Result<proto::OpenRe
 }
 
 void MetaClient::Release(uint64_t ino) {
-  proto::ReleaseRequest request;
-  request.set_ino(ino);
-  request.set_session_id(session_id_);
-  Post(Method::kRelease, request);
+  std::unique_lock lock(releases_mu_);
+  const uint64_t session = session_id_.load();
+  // Opens of an older session ended with it.
+  if (releases_session_ != session) pending_releases_.clear();
+  releases_session_ = session;
+  pending_releases_.push_back(ino);
+  if (!releases_in_flight_) SendReleases(lock);
+}
+
+void MetaClient::SendReleases(std::unique_lock<std::mutex>& lock) {
+  proto::ReleasesRequest request;
+  request.set_session_id(releases_session_);
+  const size_t n = std::min<size_t>(pending_releases_.size(), rpc::kMaxReleasesPerRequest);
+  for (size_t i = 0; i < n; ++i) request.add_inos(pending_releases_[i]);
+  pending_releases_.erase(pending_releases_.begin(), pending_releases_.begin() + static_cast<std::ptrdiff_t>(n));
+  releases_in_flight_ = true;
+  lock.unlock();
+  calls_[static_cast<size_t>(Method::kReleases) % kMethodSlots]++;
+  // A release lost with a broken connection leaves the file open in meta
+  // until the reconnect re-registers this mount's open files (or the session ends).
+  rpc_->CallAsync(Method::kReleases, request, {}, options_.rpc_timeout, [this](Result<rpc::Frame>) {
+    std::unique_lock lock(releases_mu_);
+    releases_in_flight_ = false;
+    if (!pending_releases_.empty() && !stopped_) SendReleases(lock);
+  });
 }
 
 Result<proto::GetExtentsReply> MetaClient::GetExtents(uint64_t ino, uint64_t offset, uint64_t length) {

@@ -36,7 +36,7 @@ class MetaClient {
   // already, and a retry's EEXIST/ENOENT may be our own doing.
   Status Call(rpc::Method method, const google::protobuf::MessageLite& request,
               google::protobuf::MessageLite* reply, std::string* reply_payload = nullptr, bool* ambiguous = nullptr);
-  // Fire and forget (release notices): no retries, no waiting.
+  // Fire and forget (name lease returns): no retries, no waiting.
   void Post(rpc::Method method, const google::protobuf::MessageLite& request);
 
   Result<proto::Attr> Lookup(uint64_t parent, const std::string& name);
@@ -107,6 +107,8 @@ class MetaClient {
   Status OpenSession();
   proto::OpenRequest OpenRequestFor(uint64_t ino, bool truncate) const;
   proto::CreateRequest CreateRequestFor(proto::CreateRequest request, bool open_for_session) const;
+  // REQUIRES: releases_mu_ held (by `lock`); unlocks it to send.
+  void SendReleases(std::unique_lock<std::mutex>& lock);
   template <typename Reply>
   void CallOnceAsync(rpc::Method method, const google::protobuf::MessageLite& request,
                      std::function<void(Result<Reply>)> done);
@@ -129,6 +131,13 @@ class MetaClient {
   uint64_t ids_session_ = 0;  // the session that holds [next_id_, end_id_)
   uint64_t next_id_ = 0;
   uint64_t end_id_ = 0;
+  // Closes go to meta one request at a time: those made while one is in
+  // flight wait and go together in the next (a busy mount sends one request
+  // for many closes; an idle one sends each at once).
+  std::mutex releases_mu_;  // guards the three below
+  std::vector<uint64_t> pending_releases_;
+  uint64_t releases_session_ = 0;  // the session pending_releases_ belong to
+  bool releases_in_flight_ = false;
   static constexpr size_t kMethodSlots = 512;
   std::array<std::atomic<uint64_t>, kMethodSlots> calls_{};
 };

@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "common/crc32c.h"
 #include "tests/mount/mount_env.h"
@@ -119,6 +120,44 @@ TEST(Posix, UnlinkedOpenFileStaysReadable) {
   EXPECT_EQ(::pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(data.size()));
   EXPECT_EQ(back, data);
   ::close(fd);
+}
+
+// Unlinked files stay while open and are removed once their last close
+// reaches meta; closes made together go to meta together, and none is lost.
+TEST(Posix, ClosingUnlinkedFilesRemovesThem) {
+  auto dir = MountEnvironment::TestDir();
+  auto inodes = [] {
+    struct statvfs st {};
+    EXPECT_EQ(::statvfs(MountEnvironment::mount().c_str(), &st), 0);
+    return st.f_files - st.f_ffree;
+  };
+  const auto before = inodes();
+  constexpr int kFiles = 1000;
+  std::vector<int> fds;
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string path = dir + "/gone" + std::to_string(i);
+    WriteAll(path, "body " + std::to_string(i), false);
+    int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::unlink(path.c_str()), 0);
+    fds.push_back(fd);
+  }
+  EXPECT_EQ(inodes(), before + kFiles) << "an unlinked file that is open must stay";
+  std::vector<std::thread> closers;
+  constexpr int kClosers = 16;
+  for (int t = 0; t < kClosers; ++t)
+    closers.emplace_back([&fds, t] {
+      for (size_t i = static_cast<size_t>(t); i < fds.size(); i += kClosers) {
+        char c;
+        (void)::pread(fds[i], &c, 1, 0);
+        ::close(fds[i]);
+      }
+    });
+  for (auto& c : closers) c.join();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (inodes() != before && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(inodes(), before) << "closed unlinked files were not all removed";
 }
 
 TEST(Posix, ExclusiveCreateCollides) {
