@@ -125,6 +125,13 @@ TEST_F(MetaRpcTest, MalformedRequestGetsEinval) {
   garbage.set_target(std::string("\xff\xff\xff\xff\x0f", 5));
   EXPECT_NE(0, Errno(Method::kLookup, garbage));
   EXPECT_NE(0, Errno(Method::kRename, garbage));
+  // Too many closes in one request; closes of files nobody opened.
+  proto::ReleasesRequest releases;
+  releases.set_session_id(12345);
+  for (uint32_t i = 0; i <= rpc::kMaxReleasesPerRequest; ++i) releases.add_inos(1000 + i);
+  EXPECT_EQ(EINVAL, Errno(Method::kReleases, releases));
+  releases.mutable_inos()->Truncate(10);
+  EXPECT_EQ(0, Errno(Method::kReleases, releases));
   proto::StatfsReply statfs;
   EXPECT_EQ(0, Errno(Method::kStatfs, proto::Empty(), &statfs));  // still serving
 }
