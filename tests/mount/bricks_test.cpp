@@ -368,13 +368,7 @@ TEST(Bricks, MovesTakeTheirOwnSmallerShareWhileClientsWrite) {
   ASSERT_FALSE(mount.empty());
   auto root = MakeRoot(mount, "box");
   ASSERT_EQ(::mkdir((root + "/new").c_str(), 0700), 0);
-  std::map<std::string, std::string> messages;
-  constexpr size_t kFiles = 32;  // 32 MiB; a fourth brick takes about 3/4 of it
-  for (size_t i = 0; i < kFiles; ++i) {
-    const std::string name = "big" + std::to_string(i);
-    messages[name] = RandomBytes(1 << 20, i);
-    WriteAll(root + "/new/" + name, messages[name]);
-  }
+  auto messages = WriteBigMessages(root, 32);  // 32 MiB; a fourth brick takes about 3/4 of it
   StatusReply st;
   ASSERT_TRUE(cluster.Status(&st));
   const uint64_t copied_at_start = st.repair().bytes_copied();

@@ -78,4 +78,14 @@ std::string RandomBytes(size_t n, uint64_t seed) {
   return out;
 }
 
+std::map<std::string, std::string> WriteBigMessages(const std::string& dir, size_t count) {
+  std::map<std::string, std::string> messages;
+  for (size_t i = 0; i < count; ++i) {
+    const std::string name = "big" + std::to_string(i);
+    messages[name] = RandomBytes(1 << 20, i);
+    WriteAll(dir + "/new/" + name, messages[name]);
+  }
+  return messages;
+}
+
 }  // namespace spool::testing

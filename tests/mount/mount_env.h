@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 
 #include "tests/support/cluster.h"
@@ -30,5 +31,8 @@ class MountEnvironment : public ::testing::Environment {
 std::string ReadAll(const std::string& path);
 void WriteAll(const std::string& path, const std::string& data, bool fsync_it = true);
 std::string RandomBytes(size_t n, uint64_t seed);
+// `count` messages of 1 MiB, big0..big<count-1>, written and fsynced into
+// dir/new (which must exist); returns name -> bytes.
+std::map<std::string, std::string> WriteBigMessages(const std::string& dir, size_t count);
 
 }  // namespace spool::testing

@@ -176,13 +176,8 @@ TEST(Repair, RebuildYieldsToDeliveriesAndRunsAtFullSpeedOnceTheyStop) {
   ASSERT_FALSE(mount.empty());
   auto root = MakeRoot(mount, "box");
   ASSERT_EQ(::mkdir((root + "/new").c_str(), 0700), 0);
-  std::map<std::string, std::string> messages;
   constexpr size_t kFiles = 48;
-  for (size_t i = 0; i < kFiles; ++i) {
-    const std::string name = "big" + std::to_string(i);
-    messages[name] = RandomBytes(1 << 20, i);
-    WriteAll(root + "/new/" + name, messages[name]);
-  }
+  auto messages = WriteBigMessages(root, kFiles);
   spool::proto::StatusReply status;
   ASSERT_TRUE(cluster.Status(&status));
   const uint64_t copied_before = status.repair().bytes_copied();
