@@ -235,6 +235,11 @@ void FuseAdapter::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void FuseAdapter::GetAttr(fuse_req_t req, fuse_ino_t ino) {
+  if (auto dir = meta_.dir_attrs().Find(ino, DirAttrs::Clock::now())) {
+    auto st = StatOf(*dir);
+    fuse_reply_attr(req, &st, options_.attr_timeout_s);
+    return;
+  }
   AttrFromIoThread([this, ino](AttrDone done) { meta_.GetAttrAsync(ino, done); },
                    [this, ino](bool) { return meta_.GetAttr(ino); },
                    [this, req](Result<proto::Attr> attr) {
@@ -612,8 +617,7 @@ void FuseAdapter::SetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, con
   request.set_name(name);
   request.set_value(std::string(value, size));
   request.set_flags(static_cast<uint32_t>(flags));
-  proto::Empty reply;
-  ReplyStatus(req, meta_.Call(rpc::Method::kSetXattr, request, &reply));
+  ReplyStatus(req, meta_.CallChange(rpc::Method::kSetXattr, request));
 }
 
 void FuseAdapter::GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -651,8 +655,7 @@ void FuseAdapter::RemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) 
   proto::XattrRequest request;
   request.set_ino(ino);
   request.set_name(name);
-  proto::Empty reply;
-  ReplyStatus(req, meta_.Call(rpc::Method::kRemoveXattr, request, &reply));
+  ReplyStatus(req, meta_.CallChange(rpc::Method::kRemoveXattr, request));
 }
 
 Status FuseAdapter::Lock(fuse_req_t req, uint64_t ino, uint64_t owner, bool flock, uint32_t type, uint64_t start,

@@ -124,13 +124,19 @@ void Invalidator::HandleLeases(const proto::WatchReply& reply) {
     (void)names_.DropAll();
   }
   heard_generation_ = generation;
+  auto& dir_attrs = meta_.dir_attrs();
+  if (reply.reset() || generation != attrs_generation_) dir_attrs.DropAll();
+  attrs_generation_ = generation;
   for (const auto& change : reply.changes()) {
+    // Before the kernel hears of it (Apply): its next GETATTR must not get our copy.
+    if (change.ino() != 0) dir_attrs.Changed(change.ino(), change.op_seq());
     if (!change.recall()) continue;
     // Given back even without a copy: a listing may still be on its way.
     names_.Recalled(change.parent(), change.lease_id());
     meta_.ReleaseDirLease(change.parent(), change.lease_id());
   }
   names_.Heard(DirNames::Clock::now(), generation);
+  dir_attrs.Heard(DirAttrs::Clock::now());
 }
 
 void Invalidator::Apply(const proto::WatchReply& reply) {

@@ -17,12 +17,16 @@ uint64_t NewStreamId() {
 
 InvalidationLog::InvalidationLog(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)), stream_id_(NewStreamId()) {}
 
-void InvalidationLog::Publish(uint64_t origin, const std::vector<uint64_t>& inodes,
+void InvalidationLog::Publish(uint64_t origin, uint64_t op_seq, const std::vector<uint64_t>& inodes,
                               const std::vector<std::pair<uint64_t, std::string>>& entries) {
   if (inodes.empty() && entries.empty()) return;
   std::vector<proto::Invalidation> changes;
   changes.reserve(inodes.size() + entries.size());
-  for (uint64_t ino : inodes) changes.emplace_back().set_ino(ino);
+  for (uint64_t ino : inodes) {
+    auto& what = changes.emplace_back();
+    what.set_ino(ino);
+    what.set_op_seq(op_seq);
+  }
   for (const auto& [parent, name] : entries) {
     auto& what = changes.emplace_back();
     what.set_parent(parent);

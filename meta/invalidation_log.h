@@ -33,9 +33,10 @@ class InvalidationLog {
 
   uint64_t stream_id() const { return stream_id_; }
 
-  // Records the changes of one applied op made through connection `origin`,
+  // Records the changes of one applied op (number `op_seq` in the op log)
+  // made through connection `origin`,
   // and answers the watchers that now have something to see.
-  void Publish(uint64_t origin, const std::vector<uint64_t>& inodes,
+  void Publish(uint64_t origin, uint64_t op_seq, const std::vector<uint64_t>& inodes,
                const std::vector<std::pair<uint64_t, std::string>>& entries);
   // Tells every other connection's watcher that name lease `lease_id` on
   // `dir` is recalled (see DirLeases): its holder gives it back on seeing it.

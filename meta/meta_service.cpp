@@ -50,6 +50,13 @@ void ReplyEntry(const proto::Attr& attr, const Responder& r) {
   r.Reply(reply);
 }
 
+// The directories a change touched, and its number (proto::ChangeReply).
+template <typename Reply>
+void AddChangedDirs(const OpOutcome& o, Reply* reply) {
+  for (const auto& dir : o.changed_dirs) *reply->add_dirs() = dir;
+  reply->set_op_seq(o.seq);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<MetaService>> MetaService::Start(const MetaOptions& options) {
@@ -127,7 +134,7 @@ void MetaService::SubmitAndReply(proto::MetaOp op, const Responder& responder,
                                  std::function<void(const OpOutcome&, const Responder&)> reply) {
   applier_->Submit(std::move(op), [this, responder, reply = std::move(reply)](Result<OpOutcome> r) {
     if (!r.ok()) return responder.Fail(r.status());
-    invalidations_.Publish(responder.connection_id(), r->changed_inodes, r->changed_entries);
+    invalidations_.Publish(responder.connection_id(), r->seq, r->changed_inodes, r->changed_entries);
     reply(*r, responder);
   });
 }
@@ -375,24 +382,38 @@ void MetaService::RegisterHandlers() {
            }));
 
   // ---- namespace mutations
-  auto reply_attr = [](const OpOutcome& o, const Responder& r) { ReplyAttr(o.attr, r); };
-  auto reply_entry = [](const OpOutcome& o, const Responder& r) { ReplyEntry(o.attr, r); };
-  auto reply_empty = [](const OpOutcome&, const Responder& r) { r.Reply(proto::Empty()); };
+  auto reply_attr = [](const OpOutcome& o, const Responder& r) {
+    proto::AttrReply reply;
+    *reply.mutable_attr() = o.attr;
+    AddChangedDirs(o, &reply);
+    r.Reply(reply);
+  };
+  auto reply_entry = [](const OpOutcome& o, const Responder& r) {
+    proto::EntryReply reply;
+    *reply.mutable_attr() = o.attr;
+    AddChangedDirs(o, &reply);
+    r.Reply(reply);
+  };
+  auto reply_change = [](const OpOutcome& o, const Responder& r) {
+    proto::ChangeReply reply;
+    AddChangedDirs(o, &reply);
+    r.Reply(reply);
+  };
 
   s.Handle(Method::kCreate, Typed<proto::CreateRequest>([this, reply_entry](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_create() = req;
              SubmitAddingName(req.parent(), std::move(op), r, reply_entry);
            }));
-  s.Handle(Method::kUnlink, Typed<proto::UnlinkRequest>([this, reply_empty](const auto& req, const Responder& r) {
+  s.Handle(Method::kUnlink, Typed<proto::UnlinkRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_unlink() = req;
-             SubmitAndReply(std::move(op), r, reply_empty);
+             SubmitAndReply(std::move(op), r, reply_change);
            }));
-  s.Handle(Method::kRename, Typed<proto::RenameRequest>([this, reply_empty](const auto& req, const Responder& r) {
+  s.Handle(Method::kRename, Typed<proto::RenameRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_rename() = req;
-             SubmitAddingName(req.new_parent(), std::move(op), r, reply_empty);
+             SubmitAddingName(req.new_parent(), std::move(op), r, reply_change);
            }));
   s.Handle(Method::kLink, Typed<proto::LinkRequest>([this, reply_entry](const auto& req, const Responder& r) {
              proto::MetaOp op;
@@ -422,15 +443,15 @@ void MetaService::RegisterHandlers() {
                r2.Reply(reply);
              });
            }));
-  s.Handle(Method::kSetXattr, Typed<proto::XattrRequest>([this, reply_empty](const auto& req, const Responder& r) {
+  s.Handle(Method::kSetXattr, Typed<proto::XattrRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_set_xattr() = req;
-             SubmitAndReply(std::move(op), r, reply_empty);
+             SubmitAndReply(std::move(op), r, reply_change);
            }));
-  s.Handle(Method::kRemoveXattr, Typed<proto::XattrRequest>([this, reply_empty](const auto& req, const Responder& r) {
+  s.Handle(Method::kRemoveXattr, Typed<proto::XattrRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_remove_xattr() = req;
-             SubmitAndReply(std::move(op), r, reply_empty);
+             SubmitAndReply(std::move(op), r, reply_change);
            }));
 
   // ---- open files

@@ -178,7 +178,13 @@ class Namespace::Txn {
   }
   void Dirty(uint64_t ino) { dirty_.insert(ino); }
   void RemoveInode(uint64_t ino) {
-    inodes_[ino].reset();
+    auto& slot = inodes_[ino];
+    if (slot && IsDir(slot->attr())) {
+      // Reported as gone (nlink 0) with the directories the op changed.
+      removed_dir_ = slot->attr();
+      removed_dir_->set_nlink(0);
+    }
+    slot.reset();
     dirty_.insert(ino);
   }
 
@@ -251,10 +257,13 @@ class Namespace::Txn {
     out->changed_entries = std::move(changed_entries_);
     for (uint64_t ino : dirty_) {
       auto& rec = inodes_[ino];
-      if (rec)
+      if (rec) {
         Put(keys::Inode(ino), rec->SerializeAsString());
-      else
+        if (IsDir(rec->attr())) out->changed_dirs.push_back(rec->attr());
+      } else {
         Delete(keys::Inode(ino));
+        if (removed_dir_ && removed_dir_->ino() == ino) out->changed_dirs.push_back(*removed_dir_);
+      }
     }
     dirty_.clear();
   }
@@ -265,6 +274,7 @@ class Namespace::Txn {
   std::map<uint64_t, std::optional<InodeRecord>> inodes_;  // nullopt: deleted by this op
   std::set<uint64_t> dirty_;
   std::vector<std::pair<uint64_t, std::string>> changed_entries_;  // (parent, name)
+  std::optional<proto::Attr> removed_dir_;  // the directory this op removed (rmdir, rename over one)
 };
 
 namespace {
@@ -450,6 +460,7 @@ Result<OpOutcome> Namespace::Apply(proto::MetaOp& op, const IsOpen& is_open) {
   t.Flush(&out);
   t.c.op_seq++;
   op.set_seq(t.c.op_seq);
+  out.seq = op.seq();
   // The op succeeded: it joins the pending group.
   pending_log_.emplace_back(keys::OpLog(op.seq()), op.SerializeAsString());
   if (pending_.empty()) {

@@ -45,6 +45,8 @@ struct OpOutcome {
   // names (parent, name) added, removed or repointed.
   std::vector<uint64_t> changed_inodes;
   std::vector<std::pair<uint64_t, std::string>> changed_entries;
+  std::vector<proto::Attr> changed_dirs;  // the directories among changed_inodes, as they are after the op
+  uint64_t seq = 0;                       // the op's number in the op log
 };
 
 struct NamespaceStats {

@@ -34,8 +34,8 @@ enum class Method : uint16_t {
   kGetAttr = 301,               // GetAttrRequest      -> AttrReply
   kSetAttr = 302,               // SetAttrRequest      -> AttrReply
   kCreate = 303,                // CreateRequest       -> EntryReply
-  kUnlink = 304,                // UnlinkRequest       -> Empty
-  kRename = 305,                // RenameRequest       -> Empty
+  kUnlink = 304,                // UnlinkRequest       -> ChangeReply (Empty before)
+  kRename = 305,                // RenameRequest       -> ChangeReply (Empty before)
   kLink = 306,                  // LinkRequest         -> EntryReply
   kReadlink = 307,              // ReadlinkRequest     -> ReadlinkReply
   kReaddir = 308,               // ReaddirRequest      -> ReaddirReply
@@ -46,9 +46,9 @@ enum class Method : uint16_t {
   kCommitWrite = 313,           // CommitWriteRequest  -> AttrReply
   kAllocChunkIds = 314,         // AllocChunkIdsRequest -> AllocChunkIdsReply
   kGetXattr = 315,              // XattrRequest        -> XattrReply
-  kSetXattr = 316,              // XattrRequest        -> Empty
+  kSetXattr = 316,              // XattrRequest        -> ChangeReply (Empty before)
   kListXattr = 317,             // XattrRequest        -> XattrReply
-  kRemoveXattr = 318,           // XattrRequest        -> Empty
+  kRemoveXattr = 318,           // XattrRequest        -> ChangeReply (Empty before)
   kReleaseDirLease = 319,       // ReleaseDirLeaseRequest -> Empty
   kReleases = 320,              // ReleasesRequest     -> Empty
 

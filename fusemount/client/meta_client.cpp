@@ -100,7 +100,12 @@ Status MetaClient::Call(Method method, const google::protobuf::MessageLite& requ
       if (method != Method::kOpenSession) ReRegisterIfReconnected();
       return s;
     }
-    if (ambiguous && rpc::MayHaveArrived(s.code())) *ambiguous = true;
+    if (rpc::MayHaveArrived(s.code())) {
+      if (ambiguous) *ambiguous = true;
+      // A change of ours may have been made without its reply: no copy
+      // of a directory it touched may answer.
+      dir_attrs_.DropAll();
+    }
     if (stopped_ || std::chrono::steady_clock::now() + backoff > deadline) {
       SPOOL_LOG_ERROR("mount meta unreachable method={} error=\"{}\"", static_cast<int>(method), s.ToString());
       return Status::Error(EIO, "metadata service unreachable: " + s.message());
@@ -180,6 +185,22 @@ void MetaClient::Post(Method method, const google::protobuf::MessageLite& reques
   (void)rpc_->Call(method, request);
 }
 
+Status MetaClient::CallChange(Method method, const google::protobuf::MessageLite& request, bool* ambiguous) {
+  const uint64_t epoch = dir_attrs_.Epoch();
+  proto::ChangeReply reply;
+  auto s = Call(method, request, &reply, nullptr, ambiguous);
+  if (s.ok()) dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
+  return s;
+}
+
+template <typename Reply>
+std::function<void(Result<Reply>)> MetaClient::OfferingDirs(std::function<void(Result<Reply>)> done) {
+  return [this, epoch = dir_attrs_.Epoch(), done = std::move(done)](Result<Reply> reply) {
+    if (reply.ok()) dir_attrs_.Offer(reply->dirs(), reply->op_seq(), epoch);
+    done(std::move(reply));
+  };
+}
+
 namespace {
 proto::LookupRequest LookupRequestFor(uint64_t parent, const std::string& name) {
   proto::LookupRequest request;
@@ -229,9 +250,11 @@ void MetaClient::GetAttrAsync(uint64_t ino, std::function<void(Result<proto::Att
 }
 
 Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
+  const uint64_t epoch = dir_attrs_.Epoch();
   proto::AttrReply reply;
   auto s = Call(Method::kSetAttr, request, &reply);
   if (!s.ok()) return s;
+  dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
   return reply.attr();
 }
 
@@ -243,6 +266,7 @@ proto::CreateRequest MetaClient::CreateRequestFor(proto::CreateRequest request, 
 Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_for_session, bool maybe_applied) {
   request = CreateRequestFor(std::move(request), open_for_session);
   const bool opens = request.session_id() != 0;
+  const uint64_t epoch = dir_attrs_.Epoch();
   proto::EntryReply reply;
   bool ambiguous = maybe_applied;
   auto s = Call(Method::kCreate, request, &reply, nullptr, &ambiguous);
@@ -262,13 +286,14 @@ Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_f
     }
   }
   if (!s.ok()) return s;
+  dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
   return reply.attr();
 }
 
 void MetaClient::CreateAsync(proto::CreateRequest request, bool open_for_session,
                              std::function<void(Result<proto::Attr>)> done) {
   CallOnceAsync<proto::EntryReply>(Method::kCreate, CreateRequestFor(std::move(request), open_for_session),
-                                   TakeAttr<proto::EntryReply>(std::move(done)));
+                                   OfferingDirs<proto::EntryReply>(TakeAttr<proto::EntryReply>(std::move(done))));
 }
 
 namespace {
@@ -292,32 +317,30 @@ proto::RenameRequest RenameRequestFor(uint64_t old_parent, const std::string& ol
   return request;
 }
 
-// Replies that carry nothing but their status.
-std::function<void(Result<proto::Empty>)> TakeStatus(std::function<void(Status)> done) {
-  return [done = std::move(done)](Result<proto::Empty> reply) { done(reply.status()); };
+// Replies that carry nothing but their status (and the directories changed).
+std::function<void(Result<proto::ChangeReply>)> TakeStatus(std::function<void(Status)> done) {
+  return [done = std::move(done)](Result<proto::ChangeReply> reply) { done(reply.status()); };
 }
 
 }  // namespace
 
 Status MetaClient::Unlink(uint64_t parent, const std::string& name, bool directory, bool maybe_applied) {
-  proto::Empty reply;
   bool ambiguous = maybe_applied;
-  auto s = Call(Method::kUnlink, UnlinkRequestFor(parent, name, directory), &reply, nullptr, &ambiguous);
+  auto s = CallChange(Method::kUnlink, UnlinkRequestFor(parent, name, directory), &ambiguous);
   if (s.code() == ENOENT && ambiguous) return Status::Ok();  // our first attempt removed it
   return s;
 }
 
 void MetaClient::UnlinkAsync(uint64_t parent, const std::string& name, bool directory,
                              std::function<void(Status)> done) {
-  CallOnceAsync<proto::Empty>(Method::kUnlink, UnlinkRequestFor(parent, name, directory), TakeStatus(std::move(done)));
+  CallOnceAsync<proto::ChangeReply>(Method::kUnlink, UnlinkRequestFor(parent, name, directory),
+                                    OfferingDirs<proto::ChangeReply>(TakeStatus(std::move(done))));
 }
 
 Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
                           const std::string& new_name, uint32_t flags, bool maybe_applied) {
-  proto::Empty reply;
   bool ambiguous = maybe_applied;
-  auto s = Call(Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags), &reply, nullptr,
-                &ambiguous);
+  auto s = CallChange(Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags), &ambiguous);
   if (s.code() == ENOENT && ambiguous && flags == 0) {
     // Done by our first attempt if the source is gone and the target exists.
     auto source = Lookup(old_parent, old_name);
@@ -329,8 +352,9 @@ Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint
 
 void MetaClient::RenameAsync(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
                              const std::string& new_name, uint32_t flags, std::function<void(Status)> done) {
-  CallOnceAsync<proto::Empty>(Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags),
-                              TakeStatus(std::move(done)));
+  CallOnceAsync<proto::ChangeReply>(Method::kRename,
+                                    RenameRequestFor(old_parent, old_name, new_parent, new_name, flags),
+                                    OfferingDirs<proto::ChangeReply>(TakeStatus(std::move(done))));
 }
 
 Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const std::string& new_name) {
@@ -338,6 +362,7 @@ Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const st
   request.set_ino(ino);
   request.set_new_parent(new_parent);
   request.set_new_name(new_name);
+  const uint64_t epoch = dir_attrs_.Epoch();
   proto::EntryReply reply;
   bool ambiguous = false;
   auto s = Call(Method::kLink, request, &reply, nullptr, &ambiguous);
@@ -346,6 +371,7 @@ Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const st
     if (target.ok() && target->ino() == ino) return target;  // our first attempt linked it
   }
   if (!s.ok()) return s;
+  dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
   return reply.attr();
 }
 
@@ -400,7 +426,10 @@ void MetaClient::CallOnceAsync(Method method, const google::protobuf::MessageLit
   calls_[static_cast<size_t>(method) % kMethodSlots]++;
   rpc_->CallAsync(method, request, {}, options_.rpc_timeout,
                   [this, method, done = std::move(done)](Result<rpc::Frame> result) {
-                    if (!result.ok() && IsTransportError(result.status().code())) return done(result.status());
+                    if (!result.ok() && IsTransportError(result.status().code())) {
+                      if (rpc::MayHaveArrived(result.status().code())) dir_attrs_.DropAll();  // as in Call
+                      return done(result.status());
+                    }
                     ReRegisterIfReconnected();
                     if (!result.ok()) return done(result.status());
                     Reply reply;

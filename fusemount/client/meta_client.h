@@ -14,6 +14,7 @@
 
 #include "common/cluster_key.h"
 #include "common/rpc/client.h"
+#include "fusemount/client/dir_attrs.h"
 #include "fusemount/client/options.h"
 #include "spool.pb.h"
 
@@ -38,6 +39,13 @@ class MetaClient {
               google::protobuf::MessageLite* reply, std::string* reply_payload = nullptr, bool* ambiguous = nullptr);
   // Fire and forget (name lease returns): no retries, no waiting.
   void Post(rpc::Method method, const google::protobuf::MessageLite& request);
+  // Call for a change whose reply is a proto::ChangeReply: the directories
+  // it returns go to dir_attrs().
+  Status CallChange(rpc::Method method, const google::protobuf::MessageLite& request, bool* ambiguous = nullptr);
+
+  // Directories as this mount's own changes left them (replies of
+  // create, unlink, rename, link, setattr, xattr changes).
+  DirAttrs& dir_attrs() { return dir_attrs_; }
 
   Result<proto::Attr> Lookup(uint64_t parent, const std::string& name);
   Result<proto::Attr> GetAttr(uint64_t ino);
@@ -112,10 +120,15 @@ class MetaClient {
   template <typename Reply>
   void CallOnceAsync(rpc::Method method, const google::protobuf::MessageLite& request,
                      std::function<void(Result<Reply>)> done);
+  // `done`, after the directories of a change's reply went to dir_attrs_.
+  // Call it before sending: the epoch is taken then.
+  template <typename Reply>
+  std::function<void(Result<Reply>)> OfferingDirs(std::function<void(Result<Reply>)> done);
   Result<proto::AllocChunkIdsReply> AllocChunkIds(uint32_t count);
 
   asio::io_context& io_;
   MountOptions options_;
+  DirAttrs dir_attrs_;
   std::shared_ptr<rpc::RpcClient> rpc_;
   std::atomic<uint64_t> session_id_{0};
   asio::steady_timer heartbeat_timer_;

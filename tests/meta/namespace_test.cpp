@@ -5,6 +5,8 @@
 #include <linux/fs.h>
 #include <sys/stat.h>
 
+#include <map>
+
 #include "tests/meta/ns_harness.h"
 
 namespace spool::testing {
@@ -146,6 +148,78 @@ TEST(NamespaceTest, RenameCases) {
   EXPECT_EQ(h.ns->Lookup(b, "g")->ino(), ab);
   EXPECT_EQ(h.Attr(b).nlink(), 3u);
   EXPECT_EQ(h.Attr(kRoot).nlink(), 4u);  // a, b, (empty is now a file) ... a, b + root's own 2
+}
+
+// What a mount answers the kernel's GETATTR of a directory with, after a
+// change of its own (client::DirAttrs): every directory the op touched, as
+// it is now, and removed ones with nlink 0; never a file.
+TEST(NamespaceTest, ChangesReturnTheDirectoriesTheyTouchedAsTheyAreNow) {
+  NsHarness h;
+  uint64_t a = h.Mkdir(kRoot, "a");
+  uint64_t b = h.Mkdir(kRoot, "b");
+  auto dirs_of = [&](proto::MetaOp op) {
+    auto r = h.Apply(std::move(op));
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    std::map<uint64_t, proto::Attr> dirs;
+    if (!r.ok()) return dirs;
+    EXPECT_GT(r->seq, 0u);
+    for (const auto& d : r->changed_dirs) dirs[d.ino()] = d;
+    return dirs;
+  };
+  auto same = [&](const proto::Attr& got, uint64_t ino) {
+    auto now = h.Attr(ino);
+    EXPECT_EQ(got.mtime_ns(), now.mtime_ns());
+    EXPECT_EQ(got.ctime_ns(), now.ctime_ns());
+    EXPECT_EQ(got.nlink(), now.nlink());
+    EXPECT_EQ(got.mode(), now.mode());
+  };
+  proto::MetaOp create;
+  create.mutable_create()->set_parent(a);
+  create.mutable_create()->set_name("f");
+  create.mutable_create()->set_mode(S_IFREG | 0644);
+  auto dirs = dirs_of(create);
+  ASSERT_EQ(dirs.size(), 1u);  // a; the new file is not a directory
+  same(dirs[a], a);
+
+  proto::MetaOp rename;
+  rename.mutable_rename()->set_old_parent(a);
+  rename.mutable_rename()->set_old_name("f");
+  rename.mutable_rename()->set_new_parent(b);
+  rename.mutable_rename()->set_new_name("f:2,S");
+  dirs = dirs_of(rename);
+  ASSERT_EQ(dirs.size(), 2u);
+  same(dirs[a], a);
+  same(dirs[b], b);
+
+  uint64_t sub = h.Mkdir(a, "sub");
+  proto::MetaOp move_dir;
+  move_dir.mutable_rename()->set_old_parent(a);
+  move_dir.mutable_rename()->set_old_name("sub");
+  move_dir.mutable_rename()->set_new_parent(b);
+  move_dir.mutable_rename()->set_new_name("sub");
+  dirs = dirs_of(move_dir);
+  ASSERT_EQ(dirs.size(), 3u);  // both parents (nlink) and the moved directory (ctime)
+  same(dirs[a], a);
+  same(dirs[b], b);
+  same(dirs[sub], sub);
+  EXPECT_EQ(dirs[b].nlink(), 3u);
+
+  proto::MetaOp rmdir;
+  rmdir.mutable_unlink()->set_parent(b);
+  rmdir.mutable_unlink()->set_name("sub");
+  rmdir.mutable_unlink()->set_directory(true);
+  dirs = dirs_of(rmdir);
+  ASSERT_EQ(dirs.size(), 2u);
+  same(dirs[b], b);
+  EXPECT_EQ(dirs[sub].nlink(), 0u);  // gone
+  EXPECT_TRUE(S_ISDIR(dirs[sub].mode()));
+
+  proto::MetaOp unlink;
+  unlink.mutable_unlink()->set_parent(b);
+  unlink.mutable_unlink()->set_name("f:2,S");
+  dirs = dirs_of(unlink);
+  ASSERT_EQ(dirs.size(), 1u);
+  same(dirs[b], b);
 }
 
 TEST(NamespaceTest, HardLinks) {

@@ -239,6 +239,76 @@ TEST_F(Coherence, NamesAndDirectoryTimesFollowRenamesAndUnlinks) {
   EXPECT_EQ(listed, std::vector<std::string>{"1.msg"});
 }
 
+// A mount answers the kernel's GETATTR of a directory it has just changed
+// from meta's reply to that change (client::DirAttrs), not from meta. Its
+// own change shows at once; another mount's change to the same directory
+// must replace that copy; and after both mounts changed the directory at
+// once, in whatever order the replies and invalidations crossed, both show
+// what meta has (a mount started afterwards asks meta).
+TEST_F(Coherence, DirectoryAttributesFollowChangesFromBothMounts) {
+  auto [a, b] = Dir();
+  struct DirStat {
+    int64_t mtime_ns = -1, ctime_ns = -1;
+    nlink_t nlink = 0;
+    bool operator==(const DirStat&) const = default;
+  };
+  auto stat_of = [](const std::string& path) {
+    struct stat st;
+    DirStat d;
+    if (::stat(path.c_str(), &st) != 0) return d;
+    d.mtime_ns = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    d.ctime_ns = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+    d.nlink = st.st_nlink;
+    return d;
+  };
+  for (int round = 0; round < 10; ++round) {
+    const std::string n = std::to_string(round);
+    const DirStat before = stat_of(a);
+    WriteAll(a + "/f" + n, "x");
+    const DirStat after_a = stat_of(a);
+    EXPECT_GT(after_a.mtime_ns, before.mtime_ns) << "A does not see its own create at once";
+    EXPECT_GE(MillisUntil([&] { return stat_of(b) == after_a; }, std::chrono::seconds(2)), 0) << "round " << round;
+    ASSERT_EQ(::mkdir((b + "/d" + n).c_str(), 0755), 0);
+    const DirStat after_b = stat_of(b);
+    EXPECT_EQ(after_b.nlink, before.nlink + 1);
+    EXPECT_GE(MillisUntil([&] { return stat_of(a) == after_b; }, std::chrono::seconds(2)), 0)
+        << "A keeps its own copy of the directory after B changed it, round " << round;
+    ASSERT_EQ(::rename((a + "/f" + n).c_str(), (a + "/d" + n + "/f").c_str()), 0);
+    const DirStat after_rename = stat_of(a);
+    EXPECT_GT(after_rename.mtime_ns, after_b.mtime_ns);
+    EXPECT_GE(MillisUntil([&] { return stat_of(b) == after_rename; }, std::chrono::seconds(2)), 0);
+  }
+
+  // Both mounts at once, two threads each: create, rename within, unlink, mkdir.
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string dir = t % 2 == 0 ? a : b;
+      for (int i = 0; i < 60; ++i) {
+        const std::string n = dir + "/c" + std::to_string(t) + "_" + std::to_string(i);
+        int fd = ::open(n.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+        if (fd < 0 || ::close(fd) != 0) failures++;
+        if (::rename(n.c_str(), (n + ":2,S").c_str()) != 0) failures++;
+        if (i % 3 == 0 && ::unlink((n + ":2,S").c_str()) != 0) failures++;
+        if (i % 10 == 0 && ::mkdir((n + ".d").c_str(), 0755) != 0) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  const std::string fresh = cluster_->Mount(kLongCaching);
+  ASSERT_FALSE(fresh.empty());
+  const DirStat truth = stat_of(fresh + a.substr(a_.size()));
+  EXPECT_GT(truth.mtime_ns, 0);
+  EXPECT_GE(MillisUntil([&] { return stat_of(a) == truth; }, std::chrono::seconds(2)), 0)
+      << "A: mtime " << stat_of(a).mtime_ns << " nlink " << stat_of(a).nlink << ", meta: mtime " << truth.mtime_ns
+      << " nlink " << truth.nlink;
+  EXPECT_GE(MillisUntil([&] { return stat_of(b) == truth; }, std::chrono::seconds(2)), 0)
+      << "B: mtime " << stat_of(b).mtime_ns << " nlink " << stat_of(b).nlink << ", meta: mtime " << truth.mtime_ns
+      << " nlink " << truth.nlink;
+}
+
 TEST_F(Coherence, ReaddirOnOneMountWhileAnotherChurnsReturnsEveryStableEntryOnce) {
   auto [a, b] = Dir();
   constexpr int kStable = 3000;
