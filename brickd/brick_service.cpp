@@ -76,7 +76,9 @@ void BrickService::Register(rpc::RpcServer& server) {
   auto bind = [this](void (BrickService::*method)(const Frame&, const Responder&)) {
     return [this, method](const Frame& f, const Responder& r) { (this->*method)(f, r); };
   };
-  server.Handle(Method::kPutChunk, bind(&BrickService::PutChunk));
+  // A put is checked and queued to the store's committer: no waiting, so it
+  // runs where its frame was read. Reads may wait on the disk: posted.
+  server.Handle(Method::kPutChunk, bind(&BrickService::PutChunk), rpc::RpcServer::Dispatch::kInline);
   server.Handle(Method::kGetChunk, bind(&BrickService::GetChunk));
   server.Handle(Method::kDeleteChunks, bind(&BrickService::DeleteChunks));
   server.Handle(Method::kStatChunk, bind(&BrickService::StatChunk));

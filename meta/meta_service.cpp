@@ -228,6 +228,9 @@ void MetaService::Housekeeping() {
 
 void MetaService::RegisterHandlers() {
   auto& s = *server_;
+  // Handlers that only check a request and queue it to the applier, or touch
+  // in-memory tables, run where the frame was read (rpc::RpcServer::Dispatch).
+  constexpr auto kInline = rpc::RpcServer::Dispatch::kInline;
 
   // ---- cluster
   s.Handle(Method::kRegisterBrick, Typed<proto::RegisterBrickRequest>([this](const auto& req, const Responder& r) {
@@ -404,32 +407,32 @@ void MetaService::RegisterHandlers() {
              proto::MetaOp op;
              *op.mutable_create() = req;
              SubmitAddingName(req.parent(), std::move(op), r, reply_entry);
-           }));
+           }), kInline);
   s.Handle(Method::kUnlink, Typed<proto::UnlinkRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_unlink() = req;
              SubmitAndReply(std::move(op), r, reply_change);
-           }));
+           }), kInline);
   s.Handle(Method::kRename, Typed<proto::RenameRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_rename() = req;
              SubmitAddingName(req.new_parent(), std::move(op), r, reply_change);
-           }));
+           }), kInline);
   s.Handle(Method::kLink, Typed<proto::LinkRequest>([this, reply_entry](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_link() = req;
              SubmitAddingName(req.new_parent(), std::move(op), r, reply_entry);
-           }));
+           }), kInline);
   s.Handle(Method::kSetAttr, Typed<proto::SetAttrRequest>([this, reply_attr](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_setattr() = req;
              SubmitAndReply(std::move(op), r, reply_attr);
-           }));
+           }), kInline);
   s.Handle(Method::kCommitWrite, Typed<proto::CommitWriteRequest>([this, reply_attr](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_commit_write() = req;
              SubmitAndReply(std::move(op), r, reply_attr);
-           }));
+           }), kInline);
   s.Handle(Method::kAllocChunkIds, Typed<proto::AllocChunkIdsRequest>([this](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_alloc_chunk_ids() = req;
@@ -442,17 +445,17 @@ void MetaService::RegisterHandlers() {
                reply.set_count(o.chunk_id_count);
                r2.Reply(reply);
              });
-           }));
+           }), kInline);
   s.Handle(Method::kSetXattr, Typed<proto::XattrRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_set_xattr() = req;
              SubmitAndReply(std::move(op), r, reply_change);
-           }));
+           }), kInline);
   s.Handle(Method::kRemoveXattr, Typed<proto::XattrRequest>([this, reply_change](const auto& req, const Responder& r) {
              proto::MetaOp op;
              *op.mutable_remove_xattr() = req;
              SubmitAndReply(std::move(op), r, reply_change);
-           }));
+           }), kInline);
 
   // ---- open files
   s.Handle(Method::kOpen, Typed<proto::OpenRequest>([this](const auto& req, const Responder& r) {
@@ -485,7 +488,7 @@ void MetaService::RegisterHandlers() {
              for (uint64_t ino : req.inos())
                if (req.session_id() != 0 && sessions_->RemoveOpen(req.session_id(), ino)) ReclaimIfOrphan(ino);
              r.Reply(proto::Empty());
-           }));
+           }), kInline);
   s.Handle(Method::kRelease, Typed<proto::ReleaseRequest>([this](const auto& req, const Responder& r) {
              if (req.session_id() != 0 && sessions_->RemoveOpen(req.session_id(), req.ino()) &&
                  ns_->IsOrphan(req.ino())) {
@@ -494,7 +497,7 @@ void MetaService::RegisterHandlers() {
                return applier_->Submit(std::move(op), [r](Result<OpOutcome> res) { r.Finish(res.status()); });
              }
              r.Reply(proto::Empty());
-           }));
+           }), kInline);
 
   // ---- sessions and locks
   s.Handle(Method::kOpenSession, Typed<proto::OpenSessionRequest>([this](const auto& req, const Responder& r) {
@@ -509,7 +512,7 @@ void MetaService::RegisterHandlers() {
              if (!sessions_->Renew(req.session_id()))
                return r.Fail(Status::Error(ENOENT, "unknown session " + std::to_string(req.session_id())));
              r.Reply(proto::Empty());
-           }));
+           }), kInline);
   s.Handle(Method::kCloseSession, Typed<proto::SessionHeartbeatRequest>([this](const auto& req, const Responder& r) {
              auto inos = sessions_->Close(req.session_id());
              locks_.ReleaseSession(req.session_id());
@@ -522,7 +525,7 @@ void MetaService::RegisterHandlers() {
            Typed<proto::ReleaseDirLeaseRequest>([this](const auto& req, const Responder& r) {
              dir_leases_.Release(req.dir(), r.connection_id(), req.lease_id());
              r.Reply(proto::Empty());
-           }));
+           }), kInline);
   s.Handle(Method::kWatch, Typed<proto::WatchRequest>([this](const auto& req, const Responder& r) {
              invalidations_.Watch(req, r.connection_id(), [r](const proto::WatchReply& reply) { r.Reply(reply); });
            }));

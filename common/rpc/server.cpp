@@ -60,7 +60,9 @@ RpcServer::RpcServer(asio::io_context& io, ClusterKey key, std::string component
 
 RpcServer::~RpcServer() { Stop(); }
 
-void RpcServer::Handle(Method method, Handler handler) { handlers_[static_cast<uint16_t>(method)] = std::move(handler); }
+void RpcServer::Handle(Method method, Handler handler, Dispatch dispatch) {
+  handlers_[static_cast<uint16_t>(method)] = Registered{std::move(handler), dispatch};
+}
 
 Status RpcServer::Listen(const std::string& host_port) {
   auto endpoint = ParseEndpoint(host_port);
@@ -112,15 +114,17 @@ void RpcServer::OnFrame(const std::shared_ptr<Connection>& connection, Frame fra
     responder.Fail(Status::Error(ENOSYS, "unknown method " + std::to_string(frame.method)));
     return;
   }
-  auto request = std::make_shared<Frame>(std::move(frame));
-  asio::post(io_, [handler = &it->second, request, responder] {
+  auto run = [handler = &it->second.handler, responder](const Frame& request) {
     try {
-      (*handler)(*request, responder);
+      (*handler)(request, responder);
     } catch (const std::exception& e) {
-      SPOOL_LOG_ERROR("rpc handler failed method={} error=\"{}\"", request->method, e.what());
+      SPOOL_LOG_ERROR("rpc handler failed method={} error=\"{}\"", request.method, e.what());
       responder.Fail(Status::Error(EIO, std::string("internal error: ") + e.what()));
     }
-  });
+  };
+  if (it->second.dispatch == Dispatch::kInline) return run(frame);
+  auto request = std::make_shared<Frame>(std::move(frame));
+  asio::post(io_, [run, request] { run(*request); });
 }
 
 void RpcServer::Stop() {

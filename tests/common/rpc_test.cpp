@@ -2,6 +2,8 @@
 // pipelining, deadlines, reconnection, and hostile input.
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+
 #include <atomic>
 #include <random>
 #include <chrono>
@@ -26,6 +28,7 @@ using spool::testing::RawPeer;
 constexpr auto kEcho = Method::kStatChunk;        // replies with the request's chunk_id and payload
 constexpr auto kDelayedEcho = Method::kGetChunk;  // same, after a random delay, from a timer
 constexpr auto kNeverAnswers = Method::kListChunks;
+constexpr auto kInlineEcho = Method::kPutChunk;   // as kEcho, run where the frame was read; throws for id 13
 
 class RpcTest : public ::testing::Test {
  protected:
@@ -65,6 +68,17 @@ class RpcTest : public ::testing::Test {
         r.Reply(reply, payload);
       });
     });
+    server_->Handle(
+        kInlineEcho,
+        [](const Frame& f, const Responder& r) {
+          proto::PutChunkRequest request;
+          if (!ParseRequest(f, request, r)) return;
+          if (request.chunk().chunk_id() == 13) throw std::runtime_error("unlucky");
+          proto::StatChunkReply reply;
+          reply.mutable_chunk()->set_chunk_id(request.chunk().chunk_id());
+          r.Reply(reply, std::string(f.payload()));
+        },
+        RpcServer::Dispatch::kInline);
     server_->Handle(kNeverAnswers, [this](const Frame&, const Responder& r) {
       std::lock_guard lock(mu_);
       parked_.push_back(r);
@@ -204,6 +218,38 @@ TEST_F(RpcTest, PipelinedCallsOnOneConnectionAreMatchedById) {
     EXPECT_EQ(reply.chunk().chunk_id(), static_cast<uint64_t>(i));
     EXPECT_EQ(result->payload(), "payload-" + std::to_string(i));
   }
+  EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+// Inline handlers (RpcServer::Dispatch::kInline) mixed with posted ones on
+// one connection: every reply matches its request, and a handler that
+// throws answers EIO without hurting the connection.
+TEST_F(RpcTest, InlineAndPostedHandlersShareAConnection) {
+  auto client = Client();
+  constexpr int kCalls = 600;
+  std::vector<std::future<Result<Frame>>> futures;
+  for (int i = 0; i < kCalls; ++i) {
+    if (i % 2 == 0) {
+      proto::PutChunkRequest request;
+      request.mutable_chunk()->set_chunk_id(static_cast<uint64_t>(i + 1000));
+      futures.push_back(client->Call(kInlineEcho, request, "inline-" + std::to_string(i)));
+    } else {
+      proto::GetChunkRequest request;
+      request.set_chunk_id(static_cast<uint64_t>(i + 1000));
+      futures.push_back(client->Call(kDelayedEcho, request, "posted-" + std::to_string(i)));
+    }
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    auto result = futures[i].get();
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
+    EXPECT_EQ(result->payload(), (i % 2 == 0 ? "inline-" : "posted-") + std::to_string(i));
+  }
+  proto::PutChunkRequest unlucky;
+  unlucky.mutable_chunk()->set_chunk_id(13);
+  auto failed = client->Call(kInlineEcho, unlucky).get();
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), EIO);
+  EXPECT_TRUE(Echo(*client, 14).ok()) << "the connection survives a handler's exception";
   EXPECT_EQ(server_->connection_count(), 1u);
 }
 
