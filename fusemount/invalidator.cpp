@@ -115,18 +115,18 @@ void Invalidator::Run() {
 
 void Invalidator::HandleLeases(const proto::WatchReply& reply) {
   const uint64_t generation = meta_.connection_generation();
+  const bool new_connection = generation != heard_generation_;
   if (reply.reset()) {
     // Changes were missed, recalls among them maybe.
     for (auto [dir, lease] : names_.DropAll()) meta_.ReleaseDirLease(dir, lease);
-  } else if (generation != heard_generation_) {
+  } else if (new_connection) {
     // A new connection: leases of the old one are not ours to give back
     // (meta lets their recalls time out).
     (void)names_.DropAll();
   }
   heard_generation_ = generation;
   auto& dir_attrs = meta_.dir_attrs();
-  if (reply.reset() || generation != attrs_generation_) dir_attrs.DropAll();
-  attrs_generation_ = generation;
+  if (reply.reset() || new_connection) dir_attrs.DropAll();
   for (const auto& change : reply.changes()) {
     // Before the kernel hears of it (Apply): its next GETATTR must not get our copy.
     if (change.ino() != 0) dir_attrs.Changed(change.ino(), change.op_seq());

@@ -58,7 +58,6 @@ class Invalidator {
   DirNames& names_;
   std::shared_ptr<Poll> poll_;  // shared with outstanding RPC callbacks
   uint64_t heard_generation_ = 0;  // guarded by poll_->mu
-  uint64_t attrs_generation_ = 0;  // the connection MetaClient::dir_attrs() follows; guarded by poll_->mu
   std::thread thread_;
   std::atomic<uint64_t> notifications_{0};
   std::mutex applied_mu_;  // guards the three below

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <set>
+#include <type_traits>
 
 #include "common/bytes.h"
 #include "common/log.h"
@@ -38,23 +39,17 @@ rpc::RpcServer::Handler Typed(Fn fn) {
   };
 }
 
-void ReplyAttr(const proto::Attr& attr, const Responder& r) {
-  proto::AttrReply reply;
-  *reply.mutable_attr() = attr;
-  r.Reply(reply);
-}
-
-void ReplyEntry(const proto::Attr& attr, const Responder& r) {
-  proto::EntryReply reply;
-  *reply.mutable_attr() = attr;
-  r.Reply(reply);
-}
-
-// The directories a change touched, and its number (proto::ChangeReply).
+// A reply of type Reply (EntryReply, AttrReply, ChangeReply): `attr` if it
+// has one, and for a change the directories it touched and its number.
 template <typename Reply>
-void AddChangedDirs(const OpOutcome& o, Reply* reply) {
-  for (const auto& dir : o.changed_dirs) *reply->add_dirs() = dir;
-  reply->set_op_seq(o.seq);
+void ReplyWith(const proto::Attr* attr, const OpOutcome* change, const Responder& r) {
+  Reply reply;
+  if constexpr (!std::is_same_v<Reply, proto::ChangeReply>) *reply.mutable_attr() = *attr;
+  if (change) {
+    for (const auto& dir : change->changed_dirs) *reply.add_dirs() = dir;
+    reply.set_op_seq(change->seq);
+  }
+  r.Reply(reply);
 }
 
 }  // namespace
@@ -325,12 +320,12 @@ void MetaService::RegisterHandlers() {
   s.Handle(Method::kLookup, Typed<proto::LookupRequest>([this](const auto& req, const Responder& r) {
              auto attr = ns_->Lookup(req.parent(), req.name());
              if (!attr.ok()) return r.Fail(attr.status());
-             ReplyEntry(*attr, r);
+             ReplyWith<proto::EntryReply>(&*attr, nullptr, r);
            }));
   s.Handle(Method::kGetAttr, Typed<proto::GetAttrRequest>([this](const auto& req, const Responder& r) {
              auto attr = ns_->GetAttr(req.ino());
              if (!attr.ok()) return r.Fail(attr.status());
-             ReplyAttr(*attr, r);
+             ReplyWith<proto::AttrReply>(&*attr, nullptr, r);
            }));
   s.Handle(Method::kReadlink, Typed<proto::ReadlinkRequest>([this](const auto& req, const Responder& r) {
              auto target = ns_->Readlink(req.ino());
@@ -385,23 +380,9 @@ void MetaService::RegisterHandlers() {
            }));
 
   // ---- namespace mutations
-  auto reply_attr = [](const OpOutcome& o, const Responder& r) {
-    proto::AttrReply reply;
-    *reply.mutable_attr() = o.attr;
-    AddChangedDirs(o, &reply);
-    r.Reply(reply);
-  };
-  auto reply_entry = [](const OpOutcome& o, const Responder& r) {
-    proto::EntryReply reply;
-    *reply.mutable_attr() = o.attr;
-    AddChangedDirs(o, &reply);
-    r.Reply(reply);
-  };
-  auto reply_change = [](const OpOutcome& o, const Responder& r) {
-    proto::ChangeReply reply;
-    AddChangedDirs(o, &reply);
-    r.Reply(reply);
-  };
+  auto reply_attr = [](const OpOutcome& o, const Responder& r) { ReplyWith<proto::AttrReply>(&o.attr, &o, r); };
+  auto reply_entry = [](const OpOutcome& o, const Responder& r) { ReplyWith<proto::EntryReply>(&o.attr, &o, r); };
+  auto reply_change = [](const OpOutcome& o, const Responder& r) { ReplyWith<proto::ChangeReply>(nullptr, &o, r); };
 
   s.Handle(Method::kCreate, Typed<proto::CreateRequest>([this, reply_entry](const auto& req, const Responder& r) {
              proto::MetaOp op;

@@ -185,13 +185,17 @@ void MetaClient::Post(Method method, const google::protobuf::MessageLite& reques
   (void)rpc_->Call(method, request);
 }
 
-Status MetaClient::CallChange(Method method, const google::protobuf::MessageLite& request, bool* ambiguous) {
+template <typename Reply>
+Status MetaClient::CallChange(Method method, const google::protobuf::MessageLite& request, Reply* reply,
+                              bool* ambiguous) {
   const uint64_t epoch = dir_attrs_.Epoch();
-  proto::ChangeReply reply;
-  auto s = Call(method, request, &reply, nullptr, ambiguous);
-  if (s.ok()) dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
+  Reply own;
+  if (!reply) reply = &own;
+  auto s = Call(method, request, reply, nullptr, ambiguous);
+  if (s.ok()) dir_attrs_.Offer(reply->dirs(), reply->op_seq(), epoch);
   return s;
 }
+template Status MetaClient::CallChange(Method, const google::protobuf::MessageLite&, proto::ChangeReply*, bool*);
 
 template <typename Reply>
 std::function<void(Result<Reply>)> MetaClient::OfferingDirs(std::function<void(Result<Reply>)> done) {
@@ -250,11 +254,9 @@ void MetaClient::GetAttrAsync(uint64_t ino, std::function<void(Result<proto::Att
 }
 
 Result<proto::Attr> MetaClient::SetAttr(const proto::SetAttrRequest& request) {
-  const uint64_t epoch = dir_attrs_.Epoch();
   proto::AttrReply reply;
-  auto s = Call(Method::kSetAttr, request, &reply);
+  auto s = CallChange(Method::kSetAttr, request, &reply);
   if (!s.ok()) return s;
-  dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
   return reply.attr();
 }
 
@@ -266,10 +268,9 @@ proto::CreateRequest MetaClient::CreateRequestFor(proto::CreateRequest request, 
 Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_for_session, bool maybe_applied) {
   request = CreateRequestFor(std::move(request), open_for_session);
   const bool opens = request.session_id() != 0;
-  const uint64_t epoch = dir_attrs_.Epoch();
   proto::EntryReply reply;
   bool ambiguous = maybe_applied;
-  auto s = Call(Method::kCreate, request, &reply, nullptr, &ambiguous);
+  auto s = CallChange(Method::kCreate, request, &reply, &ambiguous);
   if (s.code() == EEXIST && ambiguous) {
     // Our first attempt may have created it before meta went away: accept a
     // fresh, empty node of the type and owner we asked for.
@@ -286,7 +287,6 @@ Result<proto::Attr> MetaClient::Create(proto::CreateRequest request, bool open_f
     }
   }
   if (!s.ok()) return s;
-  dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
   return reply.attr();
 }
 
@@ -326,7 +326,8 @@ std::function<void(Result<proto::ChangeReply>)> TakeStatus(std::function<void(St
 
 Status MetaClient::Unlink(uint64_t parent, const std::string& name, bool directory, bool maybe_applied) {
   bool ambiguous = maybe_applied;
-  auto s = CallChange(Method::kUnlink, UnlinkRequestFor(parent, name, directory), &ambiguous);
+  auto s = CallChange<proto::ChangeReply>(Method::kUnlink, UnlinkRequestFor(parent, name, directory), nullptr,
+                                          &ambiguous);
   if (s.code() == ENOENT && ambiguous) return Status::Ok();  // our first attempt removed it
   return s;
 }
@@ -340,7 +341,8 @@ void MetaClient::UnlinkAsync(uint64_t parent, const std::string& name, bool dire
 Status MetaClient::Rename(uint64_t old_parent, const std::string& old_name, uint64_t new_parent,
                           const std::string& new_name, uint32_t flags, bool maybe_applied) {
   bool ambiguous = maybe_applied;
-  auto s = CallChange(Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags), &ambiguous);
+  auto s = CallChange<proto::ChangeReply>(
+      Method::kRename, RenameRequestFor(old_parent, old_name, new_parent, new_name, flags), nullptr, &ambiguous);
   if (s.code() == ENOENT && ambiguous && flags == 0) {
     // Done by our first attempt if the source is gone and the target exists.
     auto source = Lookup(old_parent, old_name);
@@ -362,16 +364,14 @@ Result<proto::Attr> MetaClient::Link(uint64_t ino, uint64_t new_parent, const st
   request.set_ino(ino);
   request.set_new_parent(new_parent);
   request.set_new_name(new_name);
-  const uint64_t epoch = dir_attrs_.Epoch();
   proto::EntryReply reply;
   bool ambiguous = false;
-  auto s = Call(Method::kLink, request, &reply, nullptr, &ambiguous);
+  auto s = CallChange(Method::kLink, request, &reply, &ambiguous);
   if (s.code() == EEXIST && ambiguous) {
     auto target = Lookup(new_parent, new_name);
     if (target.ok() && target->ino() == ino) return target;  // our first attempt linked it
   }
   if (!s.ok()) return s;
-  dir_attrs_.Offer(reply.dirs(), reply.op_seq(), epoch);
   return reply.attr();
 }
 

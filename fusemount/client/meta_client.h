@@ -39,9 +39,11 @@ class MetaClient {
               google::protobuf::MessageLite* reply, std::string* reply_payload = nullptr, bool* ambiguous = nullptr);
   // Fire and forget (name lease returns): no retries, no waiting.
   void Post(rpc::Method method, const google::protobuf::MessageLite& request);
-  // Call for a change whose reply is a proto::ChangeReply: the directories
-  // it returns go to dir_attrs().
-  Status CallChange(rpc::Method method, const google::protobuf::MessageLite& request, bool* ambiguous = nullptr);
+  // Call for a change: the directories its reply (ChangeReply, EntryReply
+  // or AttrReply; `reply` may be null for a ChangeReply) returns go to dir_attrs().
+  template <typename Reply = proto::ChangeReply>
+  Status CallChange(rpc::Method method, const google::protobuf::MessageLite& request, Reply* reply = nullptr,
+                    bool* ambiguous = nullptr);
 
   // Directories as this mount's own changes left them (replies of
   // create, unlink, rename, link, setattr, xattr changes).

@@ -32,9 +32,14 @@ int64_t MtimeOf(const DirAttrs& attrs, uint64_t ino) {
   return a ? a->mtime_ns() : -1;
 }
 
-TEST(DirAttrs, AnOwnChangeAnswersUntilAnotherMountChangesTheDirectory) {
+// Copies of a mount whose watch has just heard from meta.
+class HeardDirAttrs : public ::testing::Test {
+ protected:
+  void SetUp() override { attrs.Heard(Clock::now()); }
   DirAttrs attrs;
-  attrs.Heard(Clock::now());
+};
+
+TEST_F(HeardDirAttrs, AnOwnChangeAnswersUntilAnotherMountChangesTheDirectory) {
   attrs.Offer(Dirs({{10, 100}, {11, 100}}), 5, attrs.Epoch());
   EXPECT_EQ(MtimeOf(attrs, 10), 100);
   EXPECT_EQ(MtimeOf(attrs, 11), 100);
@@ -46,9 +51,7 @@ TEST(DirAttrs, AnOwnChangeAnswersUntilAnotherMountChangesTheDirectory) {
   EXPECT_EQ(MtimeOf(attrs, 11), 100);
 }
 
-TEST(DirAttrs, AReplyOlderThanAChangeAlreadySeenIsRefused) {
-  DirAttrs attrs;
-  attrs.Heard(Clock::now());
+TEST_F(HeardDirAttrs, AReplyOlderThanAChangeAlreadySeenIsRefused) {
   const uint64_t epoch = attrs.Epoch();
   attrs.Changed(10, 8);  // the invalidation of change 8 overtook the reply of our change 7
   attrs.Offer(Dirs({{10, 70}}), 7, epoch);
@@ -57,9 +60,7 @@ TEST(DirAttrs, AReplyOlderThanAChangeAlreadySeenIsRefused) {
   EXPECT_EQ(MtimeOf(attrs, 10), 90);
 }
 
-TEST(DirAttrs, RepliesOfConcurrentChangesKeepTheLatest) {
-  DirAttrs attrs;
-  attrs.Heard(Clock::now());
+TEST_F(HeardDirAttrs, RepliesOfConcurrentChangesKeepTheLatest) {
   const uint64_t epoch = attrs.Epoch();
   attrs.Offer(Dirs({{10, 200}}), 20, epoch);
   attrs.Offer(Dirs({{10, 190}}), 19, epoch);  // its reply came second
@@ -68,9 +69,7 @@ TEST(DirAttrs, RepliesOfConcurrentChangesKeepTheLatest) {
   EXPECT_EQ(MtimeOf(attrs, 10), 210);
 }
 
-TEST(DirAttrs, AResetDropsEverythingAndRefusesRepliesOfChangesSentBefore) {
-  DirAttrs attrs;
-  attrs.Heard(Clock::now());
+TEST_F(HeardDirAttrs, AResetDropsEverythingAndRefusesRepliesOfChangesSentBefore) {
   const uint64_t before = attrs.Epoch();
   attrs.Offer(Dirs({{10, 100}}), 5, before);
   attrs.DropAll();
@@ -87,9 +86,7 @@ TEST(DirAttrs, AResetDropsEverythingAndRefusesRepliesOfChangesSentBefore) {
   EXPECT_EQ(MtimeOf(attrs, 10), -1);
 }
 
-TEST(DirAttrs, ARemovedDirectoryAndAFileAreNotKept) {
-  DirAttrs attrs;
-  attrs.Heard(Clock::now());
+TEST_F(HeardDirAttrs, ARemovedDirectoryAndAFileAreNotKept) {
   attrs.Offer(Dirs({{10, 100}}), 5, attrs.Epoch());
   attrs.Offer(Dirs({{10, 110}}, 0), 6, attrs.Epoch());  // rmdir
   EXPECT_EQ(MtimeOf(attrs, 10), -1);
@@ -111,9 +108,7 @@ TEST(DirAttrs, CopiesAnswerOnlyWhileTheWatchHearsFromMeta) {
   EXPECT_FALSE(attrs.Find(10, now + DirNames::kTrustFor + std::chrono::milliseconds(1)).has_value());
 }
 
-TEST(DirAttrs, HoldsAtMostMaxEntries) {
-  DirAttrs attrs;
-  attrs.Heard(Clock::now());
+TEST_F(HeardDirAttrs, HoldsAtMostMaxEntries) {
   for (uint64_t ino = 1; ino <= DirAttrs::kMaxEntries * 2 + 1; ++ino)
     attrs.Offer(Dirs({{ino, 1}}), ino, attrs.Epoch());
   EXPECT_LE(attrs.size(), DirAttrs::kMaxEntries);

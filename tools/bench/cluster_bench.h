@@ -33,6 +33,7 @@
 #include "common/rpc/client.h"
 #include "common/rpc/runtime.h"
 #include "spool.pb.h"
+#include "tools/bench/bench.h"
 #include "tests/support/cluster.h"
 #include "tools/bench/bench.h"
 
@@ -118,7 +119,7 @@ class DeliveryLoad {
     for (auto& [second, us] : per_second) {
       std::sort(us.begin(), us.end());
       std::snprintf(line, sizeof line, "    %4llds  %5zu deliveries  p99 %7.1f ms  max %7.1f ms\n",
-                    static_cast<long long>(second), us.size(), us[(us.size() - 1) * 99 / 100] / 1000.0,
+                    static_cast<long long>(second), us.size(), Percentile(us, 0.99) / 1000.0,
                     us.back() / 1000.0);
       out += line;
     }
