@@ -3,7 +3,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <atomic>
 
 #include "common/bytes.h"
@@ -70,18 +73,65 @@ void Connection::StartClient(ReadyHandler on_ready, FrameHandler on_frame, Close
 }
 
 asio::awaitable<Result<Frame>> Connection::ReadFrame() {
-  char length_field[kLengthFieldBytes];
-  asio::error_code ec;
-  co_await asio::async_read(socket_, asio::buffer(length_field), asio::redirect_error(use_awaitable, ec));
-  if (ec) co_return Status::Error(ECONNRESET, ec == asio::error::eof ? "peer closed" : ec.message());
-  uint64_t length = GetLE(length_field, 4);
-  if (length > kMaxFrameBytes)
-    co_return Status::Error(EMSGSIZE, "frame of " + std::to_string(length) + " bytes exceeds the maximum");
-  if (length < kFixedBytes) co_return Status::Error(EPROTO, "frame shorter than its fixed part");
-  auto body = std::make_shared_for_overwrite<char[]>(length);
-  co_await asio::async_read(socket_, asio::buffer(body.get(), length), asio::redirect_error(use_awaitable, ec));
-  if (ec) co_return Status::Error(ECONNRESET, "truncated frame: " + ec.message());
-  co_return Frame::Decode(std::move(body), length);
+  for (;;) {
+    const size_t buffered = in_end_ - in_begin_;
+    size_t need = kLengthFieldBytes;
+    if (buffered >= kLengthFieldBytes) {
+      const uint64_t length = GetLE(in_.get() + in_begin_, 4);
+      if (length > kMaxFrameBytes)
+        co_return Status::Error(EMSGSIZE, "frame of " + std::to_string(length) + " bytes exceeds the maximum");
+      if (length < kFixedBytes) co_return Status::Error(EPROTO, "frame shorter than its fixed part");
+      need = kLengthFieldBytes + length;
+      if (buffered >= need) {
+        // Shares the buffer's ownership, points at this frame's body.
+        std::shared_ptr<char[]> body(in_, in_.get() + in_begin_ + kLengthFieldBytes);
+        in_begin_ += need;
+        co_return Frame::Decode(std::move(body), length);
+      }
+    }
+    ReserveInput(need);
+    auto s = co_await ReadMore(buffered);
+    if (!s.ok()) co_return s;
+  }
+}
+
+void Connection::ReserveInput(size_t need) {
+  // Small frames share buffers of this size; a larger one gets its own.
+  constexpr size_t kInputBuffer = 64 << 10;
+  // Below this much free space a read would return a fraction of a frame.
+  constexpr size_t kMinRead = 4 << 10;
+  const size_t buffered = in_end_ - in_begin_;
+  if (in_ && in_capacity_ - in_begin_ >= need && in_capacity_ - in_end_ >= std::min(kMinRead, need - buffered)) return;
+  const size_t capacity = std::max(kInputBuffer, need);
+  if (in_ && in_.use_count() == 1 && in_capacity_ >= capacity) {
+    std::memmove(in_.get(), in_.get() + in_begin_, buffered);
+  } else {
+    auto fresh = std::make_shared_for_overwrite<char[]>(capacity);
+    if (buffered > 0) std::memcpy(fresh.get(), in_.get() + in_begin_, buffered);
+    in_ = std::move(fresh);
+    in_capacity_ = capacity;
+  }
+  in_begin_ = 0;
+  in_end_ = buffered;
+}
+
+asio::awaitable<Status> Connection::ReadMore(size_t frame_bytes_buffered) {
+  for (;;) {
+    const ssize_t n = ::recv(socket_.native_handle(), in_.get() + in_end_, in_capacity_ - in_end_, MSG_DONTWAIT);
+    if (n > 0) {
+      in_end_ += static_cast<size_t>(n);
+      co_return Status::Ok();
+    }
+    if (n == 0)
+      co_return Status::Error(ECONNRESET, frame_bytes_buffered == 0 ? "peer closed" : "truncated frame: peer closed");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      co_return Status::Error(ECONNRESET, std::string(frame_bytes_buffered == 0 ? "" : "truncated frame: ") +
+                                              std::strerror(errno));
+    asio::error_code ec;
+    co_await socket_.async_wait(asio::ip::tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return Status::Error(ECONNRESET, ec.message());
+  }
 }
 
 asio::awaitable<void> Connection::RunServer([[maybe_unused]] std::shared_ptr<Connection> keep_alive) {

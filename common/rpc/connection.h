@@ -57,7 +57,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::string payload;
   };
 
+  // The next frame, from bytes already read when they hold one. Frames
+  // that arrive together (a mount's pipelined reads, a batch of replies)
+  // cost one recv and no wake-up each.
   asio::awaitable<Result<Frame>> ReadFrame();
+  // Reads what the socket has (at least one byte) after in_end_, waiting
+  // for it if nothing is there. On strand.
+  asio::awaitable<Status> ReadMore(size_t frame_bytes_buffered);
+  // Makes room for `need` bytes from in_begin_ on. On strand.
+  void ReserveInput(size_t need);
   // The coroutines hold `keep_alive` so that the connection outlives them
   // even when its owner drops it while closing.
   asio::awaitable<void> RunServer(std::shared_ptr<Connection> keep_alive);
@@ -88,6 +96,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Set under send_mu_ on the strand; read anywhere.
   std::atomic<bool> closed_{false};
   bool handshaken_ = false;  // guarded by strand_
+  // Bytes read and not yet framed: [in_begin_, in_end_) of in_. Frames
+  // handed out share in_ and point before in_begin_, which is never
+  // written again: a full buffer is replaced, not reused, unless no frame
+  // holds it any more. Guarded by strand_.
+  std::shared_ptr<char[]> in_;
+  size_t in_capacity_ = 0;
+  size_t in_begin_ = 0;
+  size_t in_end_ = 0;
 };
 
 // Parses a host:port string ("127.0.0.1:7000", "[::1]:7000").

@@ -47,7 +47,7 @@ class Frame {
   }
 
   // Decodes a frame body (everything after the length field). The buffer
-  // is shared, not zero-filled: a connection reads up to 4 MiB into it.
+  // may be shared: a connection reads several frames into one buffer.
   static Result<Frame> Decode(std::shared_ptr<char[]> body, size_t size);
   static Result<Frame> Decode(std::string_view body);  // copies
 

@@ -29,6 +29,7 @@ constexpr auto kEcho = Method::kStatChunk;        // replies with the request's 
 constexpr auto kDelayedEcho = Method::kGetChunk;  // same, after a random delay, from a timer
 constexpr auto kNeverAnswers = Method::kListChunks;
 constexpr auto kInlineEcho = Method::kPutChunk;   // as kEcho, run where the frame was read; throws for id 13
+constexpr auto kKeptEcho = Method::kDeleteChunks;  // as kInlineEcho, and keeps the request frame in kept_
 
 class RpcTest : public ::testing::Test {
  protected:
@@ -79,6 +80,16 @@ class RpcTest : public ::testing::Test {
           r.Reply(reply, std::string(f.payload()));
         },
         RpcServer::Dispatch::kInline);
+    server_->Handle(
+        kKeptEcho,
+        [this](const Frame& f, const Responder& r) {
+          {
+            std::lock_guard lock(mu_);
+            kept_.push_back(f);
+          }
+          r.Reply(proto::Empty(), std::string(f.payload()));
+        },
+        RpcServer::Dispatch::kInline);
     server_->Handle(kNeverAnswers, [this](const Frame&, const Responder& r) {
       std::lock_guard lock(mu_);
       parked_.push_back(r);
@@ -94,6 +105,7 @@ class RpcTest : public ::testing::Test {
     {
       std::lock_guard lock(mu_);
       parked_.clear();
+      kept_.clear();
     }
     server_.reset();
     server_runtime_.reset();
@@ -129,8 +141,9 @@ class RpcTest : public ::testing::Test {
   std::unique_ptr<RpcServer> server_;
   int port_ = 0;
   std::vector<std::shared_ptr<RpcClient>> clients_;
-  std::mutex mu_;  // guards parked_
+  std::mutex mu_;  // guards parked_ and kept_
   std::vector<Responder> parked_;
+  std::vector<Frame> kept_;
 };
 
 ClusterKey OtherKey(const ClusterKey& key, const std::string& cluster_id = "") {
@@ -251,6 +264,52 @@ TEST_F(RpcTest, InlineAndPostedHandlersShareAConnection) {
   EXPECT_EQ(failed.status().code(), EIO);
   EXPECT_TRUE(Echo(*client, 14).ok()) << "the connection survives a handler's exception";
   EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+// A connection reads as much as the socket holds and cuts frames out of it:
+// frames that arrive together, frames split anywhere (even inside the
+// length field), frames larger than its buffer. A frame a handler keeps
+// must stay intact while later frames are read.
+TEST_F(RpcTest, FramesArrivingTogetherOrInPiecesAreEachReadWhole) {
+  auto peer = RawPeer::Connect(port_);
+  ASSERT_TRUE(peer.ClientHandshake(key_));
+  const size_t sizes[] = {0, 1, 100, 3000, 5000, 65536, 70000, 200000, 7};
+  constexpr int kFrames = 120;
+  auto payload_of = [&](int i) {
+    std::string p(sizes[i % std::size(sizes)], '\0');
+    for (size_t k = 0; k < p.size(); ++k) p[k] = static_cast<char>('a' + (i * 7 + k) % 26);
+    return p;
+  };
+  std::string stream;
+  for (int i = 0; i < kFrames; ++i) {
+    std::string payload = payload_of(i);
+    stream += EncodeFramePrefix(static_cast<uint16_t>(kKeptEcho), 0, 0, static_cast<uint64_t>(i + 1), "",
+                                payload.size());
+    stream += payload;
+  }
+  // The first 200 bytes a byte at a time, then pieces of random sizes.
+  std::mt19937 rng(7);
+  size_t at = 0;
+  while (at < stream.size()) {
+    size_t piece = at < 200 ? 1 : 1 + rng() % 9000;
+    piece = std::min(piece, stream.size() - at);
+    ASSERT_TRUE(peer.WriteAll(std::string_view(stream).substr(at, piece)));
+    at += piece;
+    if (at < 200) std::this_thread::sleep_for(200us);
+  }
+  for (int i = 0; i < kFrames; ++i) {
+    auto reply = peer.ReadFrame();
+    ASSERT_TRUE(reply.has_value()) << "reply " << i;
+    EXPECT_EQ(reply->request_id, static_cast<uint64_t>(i + 1));
+    EXPECT_EQ(reply->status, 0);
+    EXPECT_TRUE(reply->payload() == payload_of(i)) << "reply " << i;
+  }
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(kept_.size(), static_cast<size_t>(kFrames));
+  for (int i = 0; i < kFrames; ++i) {
+    EXPECT_EQ(kept_[i].request_id, static_cast<uint64_t>(i + 1));
+    EXPECT_TRUE(kept_[i].payload() == payload_of(i)) << "kept frame " << i << " was overwritten";
+  }
 }
 
 TEST_F(RpcTest, ManyClientsAtOnce) {
