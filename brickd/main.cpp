@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "brickd/daemon.h"
+#include "common/cpu_policy.h"
 #include "common/log.h"
 #include "common/signals.h"
 
@@ -54,6 +55,9 @@ int main(int argc, char** argv) {
   app.add_option("--gc-chunks-per-sec", options.gc.chunks_per_sec,
                  "chunks of departed placement groups deleted per second (0 = unlimited)")
       ->capture_default_str();
+  std::string cpu_policy = "batch";
+  app.add_option("--cpu-policy", cpu_policy, spool::kCpuPolicyHelp)
+      ->capture_default_str()->check(CLI::IsMember({"batch", "normal"}));
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.repair.repair_bytes_per_sec = repair_mbps << 20;
@@ -64,6 +68,8 @@ int main(int argc, char** argv) {
   options.gc.delay = std::chrono::milliseconds(gc_delay_ms);
   spool::InitLogging(options.log_level);
 
+  if (auto s = spool::ApplyCpuPolicy(*spool::ParseCpuPolicy(cpu_policy)); !s.ok())
+    SPOOL_LOG_WARN("brickd keeps the default cpu policy error=\"{}\"", s.ToString());
   const sigset_t signals = spool::BlockTerminationSignals();
 
   auto daemon = spool::brick::BrickDaemon::Start(options);

@@ -42,10 +42,19 @@ void Usage() {
                "  --invalidation-delay-ms N  apply those changes N ms late (diagnostics: a mount far behind)\n"
                "  --compact-after-pieces N  rewrite a 1 MiB range whole once it was flushed in N\n"
                "                         pieces (random overwrites, VM images; default 16, 0 = never)\n"
+               "  --cpu-policy P         batch (default): threads run until they wait, fewer switches on\n"
+               "                         a busy host; normal: a woken thread takes the CPU at once\n"
+               "                         (also -o cpu_policy=P)\n"
                "  --log-level L          trace|debug|info|warn|error (default info)\n"
                "  --log-file FILE        log here (also -o log_file=FILE); a detached mount has no stderr\n"
                "  -o OPT[,OPT...]        mount options: allow_other, default_permissions (always on),\n"
                "                         _netdev and other fstab-only options are ignored\n");
+}
+
+CpuPolicy CpuPolicyOrThrow(std::string_view name) {
+  auto policy = ParseCpuPolicy(name);
+  if (!policy.ok()) throw std::invalid_argument(policy.status().message());
+  return *policy;
 }
 
 // Options fstab and mount(8) pass that are ours or only meant for mount(8).
@@ -57,6 +66,8 @@ bool TakeOwnOption(const std::string& opt, MountCommand* c) {
     c->options.cluster_key_path = value("cluster_key=");
   } else if (opt.rfind("log_file=", 0) == 0) {
     c->log_file = value("log_file=");
+  } else if (opt.rfind("cpu_policy=", 0) == 0) {
+    c->cpu_policy = CpuPolicyOrThrow(value("cpu_policy="));
   } else if (opt.rfind("write_quorum=", 0) == 0) {
     c->options.write_quorum = static_cast<uint32_t>(std::stoul(value("write_quorum=")));
   } else if (opt == "_netdev" || opt == "auto" || opt == "noauto" || opt == "nofail" || opt == "defaults" ||
@@ -111,6 +122,8 @@ bool ParseMountCommand(int argc, char** argv, MountCommand* c) {
         c->options.attr_timeout_s = std::stod(next());
       } else if (a == "--entry-timeout") {
         c->options.entry_timeout_s = std::stod(next());
+      } else if (a == "--cpu-policy") {
+        c->cpu_policy = CpuPolicyOrThrow(next());
       } else if (a == "--log-level") {
         c->log_level = next();
       } else if (a == "--log-file") {
@@ -161,6 +174,8 @@ int RunMount(const MountCommand& command) {
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   mallopt(M_ARENA_MAX, 4);
   InitLogging(command.log_level);
+  if (auto s = ApplyCpuPolicy(command.cpu_policy); !s.ok())
+    SPOOL_LOG_WARN("mount keeps the default cpu policy error=\"{}\"", s.ToString());
   auto key = ClusterKey::Load(command.options.cluster_key_path);
   if (!key.ok()) {
     std::fprintf(stderr, "spoolfs: %s\n", key.status().ToString().c_str());

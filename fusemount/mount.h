@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cpu_policy.h"
 #include "fusemount/client/options.h"
 
 namespace spool::client {
@@ -21,6 +22,7 @@ struct MountCommand {
   std::vector<std::string> fuse_options;  // passed to the kernel as -o
   std::string log_level = "info";
   std::string log_file;  // where a daemonized mount logs (else stderr, lost once detached)
+  CpuPolicy cpu_policy = CpuPolicy::kBatch;
 };
 
 // Parses `spoolfs` arguments; returns false and prints usage on error.

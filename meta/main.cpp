@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "common/cpu_policy.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "meta/meta_service.h"
@@ -39,6 +40,9 @@ int main(int argc, char** argv) {
   app.add_option("--session-timeout-ms", session_ms, "expire a client session not renewed for this long")
       ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "io threads")->capture_default_str()->check(CLI::Range(1, 64));
+  std::string cpu_policy = "batch";
+  app.add_option("--cpu-policy", cpu_policy, spool::kCpuPolicyHelp)
+      ->capture_default_str()->check(CLI::IsMember({"batch", "normal"}));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.brick_down_after = std::chrono::milliseconds(down_ms);
@@ -48,6 +52,8 @@ int main(int argc, char** argv) {
   o.move_settle = std::chrono::milliseconds(settle_ms);
   spool::InitLogging(o.log_level);
 
+  if (auto s = spool::ApplyCpuPolicy(*spool::ParseCpuPolicy(cpu_policy)); !s.ok())
+    SPOOL_LOG_WARN("meta keeps the default cpu policy error=\"{}\"", s.ToString());
   const sigset_t signals = spool::BlockTerminationSignals();
 
   auto service = spool::meta::MetaService::Start(o);

@@ -1,6 +1,7 @@
 // POSIX semantics mail software relies on, checked through a real FUSE mount
 // of a real cluster (meta + 3 bricks as processes).
 #include <dirent.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -44,6 +45,18 @@ struct stat Stat(const std::string& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
   return st;
+}
+
+// The thread ids of a running process.
+std::vector<pid_t> Threads(pid_t pid) {
+  std::vector<pid_t> tids;
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  EXPECT_NE(d, nullptr) << "process " << pid;
+  if (!d) return tids;
+  while (auto* e = readdir(d))
+    if (e->d_name[0] != '.') tids.push_back(static_cast<pid_t>(std::stoi(e->d_name)));
+  closedir(d);
+  return tids;
 }
 
 bool Exists(const std::string& path) {
@@ -616,4 +629,38 @@ TEST(Posix, VmImageRandomDirectOverwritesStayCorrectAndCompact) {
                static_cast<long long>(added));
   EXPECT_LE(added, kSettled);
   EXPECT_EQ(ReadAll(path), model);
+}
+
+// Every thread of meta, the bricks and the mount runs SCHED_BATCH (see
+// common/cpu_policy.h); a mount told -o cpu_policy=normal runs the kernel's
+// default policy, and an unknown policy is refused before mounting.
+TEST(Posix, DaemonThreadsAreBatchScheduledUnlessToldOtherwise) {
+  auto& cluster = MountEnvironment::cluster();
+  auto policies = [](pid_t pid) {
+    std::map<int, int> threads_per_policy;
+    for (pid_t tid : Threads(pid)) {
+      int policy = sched_getscheduler(tid);
+      if (policy >= 0) ++threads_per_policy[policy];  // else the thread just ended
+    }
+    return threads_per_policy;
+  };
+  std::vector<pid_t> pids = {cluster.meta_pid(), cluster.mount_pid(MountEnvironment::mount())};
+  for (int i = 0; i < 3; ++i)
+    if (cluster.brick_pid(i) > 0) pids.push_back(cluster.brick_pid(i));
+  for (pid_t pid : pids) {
+    ASSERT_GT(pid, 0);
+    auto seen = policies(pid);
+    EXPECT_EQ(seen.size(), 1u) << "process " << pid << " runs threads under several policies";
+    EXPECT_GT(seen[SCHED_BATCH], 2) << "process " << pid;
+  }
+  auto normal = cluster.Mount({"-o", "cpu_policy=normal"});
+  ASSERT_FALSE(normal.empty());
+  WriteAll(normal + "/cpu-policy-check", "x");
+  auto seen = policies(cluster.mount_pid(normal));
+  EXPECT_EQ(seen.size(), 1u);
+  EXPECT_GT(seen[SCHED_OTHER], 2);
+  EXPECT_EQ(ReadAll(MountEnvironment::mount() + "/cpu-policy-check"), "x");
+  ASSERT_EQ(::unlink((normal + "/cpu-policy-check").c_str()), 0);
+  cluster.Unmount(normal);
+  EXPECT_TRUE(cluster.Mount({"--cpu-policy", "fast"}).empty()) << "an unknown policy must be refused";
 }

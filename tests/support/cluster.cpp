@@ -263,6 +263,12 @@ std::string LocalCluster::Mount(const std::vector<std::string>& extra_args) {
   return path;
 }
 
+pid_t LocalCluster::mount_pid(const std::string& mountpoint) const {
+  for (const auto& m : mounts_)
+    if (m.path == mountpoint && m.process->running()) return m.process->pid();
+  return -1;
+}
+
 void LocalCluster::Unmount(const std::string& mountpoint) {
   for (auto& m : mounts_) {
     if (m.path != mountpoint) continue;

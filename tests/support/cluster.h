@@ -67,6 +67,8 @@ class LocalCluster {
   std::string dir() const { return dir_.path(); }
   std::string brick_dir(int index) const { return dir_.Sub("brick" + std::to_string(index)); }
   pid_t brick_pid(int index) const { return bricks_[index]->pid(); }  // -1 if not running
+  pid_t meta_pid() const { return meta_.pid(); }
+  pid_t mount_pid(const std::string& mountpoint) const;  // -1 if no such mount runs
 
  private:
   struct MountProcess {

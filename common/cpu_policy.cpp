@@ -1,0 +1,29 @@
+#include "common/cpu_policy.h"
+
+#include <sched.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace spool {
+
+Result<CpuPolicy> ParseCpuPolicy(std::string_view name) {
+  if (name == "batch") return CpuPolicy::kBatch;
+  if (name == "normal") return CpuPolicy::kNormal;
+  return Status::Error(EINVAL, "cpu policy '" + std::string(name) + "' is neither batch nor normal");
+}
+
+std::string CpuPolicyName(CpuPolicy policy) { return policy == CpuPolicy::kBatch ? "batch" : "normal"; }
+
+Status ApplyCpuPolicy(CpuPolicy policy) {
+  sched_param param{};
+  param.sched_priority = 0;
+  // Linux: pid 0 is the calling thread; new threads inherit its policy.
+  if (::sched_setscheduler(0, policy == CpuPolicy::kBatch ? SCHED_BATCH : SCHED_OTHER, &param) != 0) {
+    const int error = errno;
+    return Status::Error(error, "set cpu policy " + CpuPolicyName(policy) + ": " + std::strerror(error));
+  }
+  return Status::Ok();
+}
+
+}  // namespace spool
