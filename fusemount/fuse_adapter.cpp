@@ -156,6 +156,12 @@ void FuseAdapter::ReplyEntry(fuse_req_t req, const Result<proto::Attr>& attr) {
 void FuseAdapter::Init(fuse_conn_info* conn) {
   conn->max_write = kMaxChunkBytes;
   conn->max_readahead = kMaxChunkBytes;
+  // The kernel sends direct I/O (a VM image opened O_DIRECT) as background
+  // requests, and with more than max_background of them (libfuse's default
+  // 12) in flight a further reader sleeps before its request is even
+  // queued: a second sleep for each read of a VM's 16 in flight.
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_POSIX_LOCKS) conn->want |= FUSE_CAP_POSIX_LOCKS;
   if (conn->capable & FUSE_CAP_FLOCK_LOCKS) conn->want |= FUSE_CAP_FLOCK_LOCKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
