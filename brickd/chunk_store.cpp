@@ -683,6 +683,11 @@ void ChunkStore::CommitBatch(std::vector<std::unique_ptr<WriteOp>>& ops) {
   const uint64_t unlogged_seq = db_->GetLatestSequenceNumber();
   const Status write_status = write(batch, true);
   if (write_status.ok() && batch.Count() > 0) ++synced_batches_;
+  // Get's cached records of these chunks may no longer be what is stored.
+  for (auto& op : ops) {
+    for (const auto& c : op->deletes) records_.Forget(c.pg, c.chunk_id);
+    for (const auto& c : op->puts) records_.Forget(c.info.pg, c.info.chunk_id);
+  }
   const auto now = std::chrono::steady_clock::now();
   for (size_t i = 0; i < ops.size(); ++i) {
     auto& op = *ops[i];
@@ -888,9 +893,31 @@ Result<ChunkInfo> ChunkStore::Stat(uint32_t pg, uint64_t chunk_id) {
 
 Result<std::string> ChunkStore::Get(uint32_t pg, uint64_t chunk_id, uint32_t offset, uint32_t length,
                                     ChunkInfo* info_out) {
+  if (auto cached = records_.Find(pg, chunk_id)) {
+    auto bytes = ReadBytes(*cached, offset, length);
+    if (bytes.ok() || bytes.status().code() == EINVAL) {
+      if (bytes.ok() && info_out) *info_out = cached->info;
+      return bytes;
+    }
+    // The record may be stale (the chunk was deleted, or put again since):
+    // only the database's own may condemn the copy.
+    records_.Forget(pg, chunk_id);
+  }
   auto record = ReadRecord(pg, chunk_id);
   if (!record.ok()) return record.status();
-  const ChunkInfo& info = record->info;
+  auto shared = std::make_shared<const ChunkRecord>(std::move(*record));
+  auto bytes = ReadBytes(*shared, offset, length);
+  if (bytes.ok()) {
+    if (info_out) *info_out = shared->info;
+    records_.Insert(pg, chunk_id, std::move(shared));
+  }
+  return bytes;
+}
+
+Result<std::string> ChunkStore::ReadBytes(const ChunkRecord& record, uint32_t offset, uint32_t length) {
+  const ChunkInfo& info = record.info;
+  const uint32_t pg = info.pg;
+  const uint64_t chunk_id = info.chunk_id;
   if (offset > info.length || (length > 0 && uint64_t{offset} + length > info.length))
     return Status::Error(EINVAL, "range [" + std::to_string(offset) + ", +" + std::to_string(length) +
                                      ") is outside " + ChunkName(pg, chunk_id) + " of " +
@@ -905,12 +932,11 @@ Result<std::string> ChunkStore::Get(uint32_t pg, uint64_t chunk_id, uint32_t off
     if (s.IsCorruption()) return CorruptCopy(pg, chunk_id, s.ToString());
     return FromRocks(s, "read " + ChunkName(pg, chunk_id));
   };
-  if (record->block_crcs.empty()) {
+  if (record.block_crcs.empty()) {
     rocksdb::PinnableSlice value;
     auto s = db_->Get(read_options, data_cf_, ChunkKey(pg, chunk_id), &value);
     if (!s.ok()) return read_failed(s);
-    if (auto v = VerifyStored(*record, std::nullopt, value.ToStringView()); !v.ok()) return v;
-    if (info_out) *info_out = info;
+    if (auto v = VerifyStored(record, std::nullopt, value.ToStringView()); !v.ok()) return v;
     return std::string(value.data() + offset, n);
   }
   // Only the blocks the range covers are read, and verified.
@@ -931,13 +957,12 @@ Result<std::string> ChunkStore::Get(uint32_t pg, uint64_t chunk_id, uint32_t off
   for (size_t i = 0; i < count; ++i) {
     if (!statuses[i].ok()) return read_failed(statuses[i]);
     const uint32_t block = first + static_cast<uint32_t>(i);
-    if (auto v = VerifyStored(*record, block, values[i].ToStringView()); !v.ok()) return v;
+    if (auto v = VerifyStored(record, block, values[i].ToStringView()); !v.ok()) return v;
     const uint64_t block_start = uint64_t{block} * kBlockBytes;
     const uint64_t from = std::max<uint64_t>(offset, block_start) - block_start;
     const uint64_t to = std::min<uint64_t>(uint64_t{offset} + n, block_start + values[i].size()) - block_start;
     out.append(values[i].data() + from, to - from);
   }
-  if (info_out) *info_out = info;
   return out;
 }
 

@@ -73,6 +73,7 @@
 #include <vector>
 
 #include "brickd/options.h"
+#include "brickd/record_cache.h"
 #include "common/status.h"
 
 namespace spool::brick {
@@ -233,6 +234,9 @@ class ChunkStore {
   // The metadata of every chunk the ops put or delete, in one batched lookup.
   std::unordered_map<std::string, Existing> ReadExisting(const std::vector<std::unique_ptr<WriteOp>>& ops);
   Result<ChunkRecord> ReadRecord(uint32_t pg, uint64_t chunk_id);
+  // The bytes [offset, offset + length) of the chunk `record` describes
+  // (length 0: to its end), verified.
+  Result<std::string> ReadBytes(const ChunkRecord& record, uint32_t offset, uint32_t length);
 
   ChunkStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
@@ -266,6 +270,8 @@ class ChunkStore {
   std::deque<Unflushed> unflushed_;  // in seq order
   uint64_t durable_seq_ = 0;
   std::chrono::steady_clock::time_point last_flush_request_;  // written by the committer thread only
+
+  RecordCache records_{64 << 10};  // for Get; forgotten by CommitBatch
 
   std::thread committer_;
 };

@@ -138,6 +138,28 @@ TEST_F(ChunkStoreTest, DeleteRemovesAndIsIdempotent) {
   EXPECT_TRUE(store_->DeleteSync({ChunkInfo{1, 1, 0, 0}}).ok());
 }
 
+// Get keeps the records of chunks it read (RecordCache): a chunk deleted
+// after a read is gone for the next read, not corrupt, and one put again is
+// served whole, small and in blocks, from the middle of other reads.
+TEST_F(ChunkStoreTest, ReadsAfterDeleteAndPutAgainSeeWhatIsStored) {
+  const auto small = RandomBytes(3000, 1);
+  const auto large = RandomBytes(300000, 2);
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(store_->PutSync(4, 1, small).ok());
+    ASSERT_TRUE(store_->PutSync(4, 2, large).ok());
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(*store_->Get(4, 1, 100, 50), small.substr(100, 50));
+      EXPECT_EQ(*store_->Get(4, 2, 70000 + i * 4096, 4096), large.substr(70000 + i * 4096, 4096));
+    }
+    EXPECT_EQ(store_->Get(4, 2, 0, 300001).status().code(), EINVAL) << "a range outside the chunk";
+    ASSERT_TRUE(store_->DeleteSync({ChunkInfo{1, 4, 0, 0}, ChunkInfo{2, 4, 0, 0}}).ok());
+    auto gone = store_->Get(4, 1, 100, 50);
+    EXPECT_EQ(gone.status().code(), ENOENT) << gone.status().ToString();
+    gone = store_->Get(4, 2, 70000, 4096);
+    EXPECT_EQ(gone.status().code(), ENOENT) << gone.status().ToString();
+  }
+}
+
 TEST_F(ChunkStoreTest, PutIsIdempotentButChunksAreImmutable) {
   ASSERT_TRUE(store_->PutSync(1, 1, "same").ok());
   EXPECT_TRUE(store_->PutSync(1, 1, "same").ok());
