@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <atomic>
 
 #include "common/bytes.h"
 #include "common/log.h"
