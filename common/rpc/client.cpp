@@ -33,7 +33,7 @@ RpcClient::RpcClient(asio::io_context& io, std::string address, ClusterKey key, 
 RpcClient::~RpcClient() = default;
 
 std::future<Result<Frame>> RpcClient::Call(Method method, const google::protobuf::MessageLite& header,
-                                           std::string payload, std::chrono::milliseconds timeout) {
+                                           Payload payload, std::chrono::milliseconds timeout) {
   auto promise = std::make_shared<std::promise<Result<Frame>>>();
   auto future = promise->get_future();
   CallAsync(method, header, std::move(payload), timeout,
@@ -41,7 +41,7 @@ std::future<Result<Frame>> RpcClient::Call(Method method, const google::protobuf
   return future;
 }
 
-void RpcClient::CallAsync(Method method, const google::protobuf::MessageLite& header, std::string payload,
+void RpcClient::CallAsync(Method method, const google::protobuf::MessageLite& header, Payload payload,
                           std::chrono::milliseconds timeout, Done done) {
   if (timeout.count() == 0) timeout = options_.default_timeout;
   std::unique_lock lock(mu_);
@@ -74,7 +74,7 @@ void RpcClient::CallAsync(Method method, const google::protobuf::MessageLite& he
 }
 
 Status RpcClient::CallSync(Method method, const google::protobuf::MessageLite& header,
-                           google::protobuf::MessageLite* reply, std::string payload, std::string* reply_payload,
+                           google::protobuf::MessageLite* reply, Payload payload, std::string* reply_payload,
                            std::chrono::milliseconds timeout) {
   auto result = Call(method, header, std::move(payload), timeout).get();
   if (!result.ok()) return result.status();

@@ -62,17 +62,17 @@ class RpcClient : public std::enable_shared_from_this<RpcClient> {
   // Sends a request. The future yields the reply frame, or the reply's error
   // status, or ETIMEDOUT / ECONNRESET / ECONNREFUSED.
   std::future<Result<Frame>> Call(Method method, const google::protobuf::MessageLite& header,
-                                  std::string payload = {}, std::chrono::milliseconds timeout = {});
+                                  Payload payload = {}, std::chrono::milliseconds timeout = {});
 
   // Callback form: `done` runs exactly once, on an io thread (or inline if
   // the client is closed). It must not block.
   using Done = std::function<void(Result<Frame>)>;
-  void CallAsync(Method method, const google::protobuf::MessageLite& header, std::string payload,
+  void CallAsync(Method method, const google::protobuf::MessageLite& header, Payload payload,
                  std::chrono::milliseconds timeout, Done done);
 
   // Call and wait; parses the reply header into `reply` when given.
   Status CallSync(Method method, const google::protobuf::MessageLite& header,
-                  google::protobuf::MessageLite* reply = nullptr, std::string payload = {},
+                  google::protobuf::MessageLite* reply = nullptr, Payload payload = {},
                   std::string* reply_payload = nullptr, std::chrono::milliseconds timeout = {});
 
   void Close();
@@ -90,7 +90,7 @@ class RpcClient : public std::enable_shared_from_this<RpcClient> {
     Clock::time_point deadline;
     uint16_t method = 0;
     std::string header;   // kept until sent
-    std::string payload;  // kept until sent
+    Payload payload;      // kept until sent
     bool sent = false;
   };
 

@@ -227,12 +227,12 @@ asio::awaitable<void> Connection::ReadLoop() {
 }
 
 void Connection::Send(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id,
-                      const google::protobuf::MessageLite& header, std::string payload) {
+                      const google::protobuf::MessageLite& header, Payload payload) {
   SendRaw(method, flags, status, request_id, header.SerializeAsString(), std::move(payload));
 }
 
 void Connection::SendRaw(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id, std::string header,
-                         std::string payload) {
+                         Payload payload) {
   OutFrame out;
   out.prefix = EncodeFramePrefix(method, flags, status, request_id, header, payload.size());
   out.payload = std::move(payload);
@@ -246,19 +246,21 @@ void Connection::SendRaw(uint16_t method, uint16_t flags, int32_t status, uint64
 }
 
 bool Connection::TrySendNowLocked(OutFrame& out) {
-  std::array<iovec, 2> iov{iovec{out.prefix.data(), out.prefix.size()}, iovec{out.payload.data(), out.payload.size()}};
+  const std::string_view payload = out.unsent_payload();
+  std::array<iovec, 2> iov{iovec{out.prefix.data(), out.prefix.size()},
+                           iovec{const_cast<char*>(payload.data()), payload.size()}};
   msghdr msg{};
   msg.msg_iov = iov.data();
   msg.msg_iovlen = iov.size();
   const ssize_t n = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n < 0) return false;  // EAGAIN, EINTR or an error: the strand's write retries or reports it
   const size_t sent = static_cast<size_t>(n);
-  if (sent == out.prefix.size() + out.payload.size()) return true;
+  if (sent == out.prefix.size() + payload.size()) return true;
   // A partial send: the rest goes out from the strand, in order.
   if (sent < out.prefix.size()) {
     out.prefix.erase(0, sent);
   } else {
-    out.payload.erase(0, sent - out.prefix.size());
+    out.payload_sent += sent - out.prefix.size();
     out.prefix.clear();
   }
   return false;
@@ -273,7 +275,8 @@ void Connection::StartWrite() {
   }
   // References to the front frame stay valid while other threads append.
   auto& front = out_.front();
-  std::array<asio::const_buffer, 2> buffers{asio::buffer(front.prefix), asio::buffer(front.payload)};
+  const std::string_view payload = front.unsent_payload();
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(front.prefix), asio::buffer(payload.data(), payload.size())};
   asio::async_write(socket_, buffers,
                     asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec, size_t) {
                       if (ec) self->CloseOnStrand(Status::Error(ECONNRESET, "write failed: " + ec.message()));

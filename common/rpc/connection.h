@@ -41,9 +41,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Thread-safe; frames go out in the order Send is called.
   void Send(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id,
-            const google::protobuf::MessageLite& header, std::string payload = {});
+            const google::protobuf::MessageLite& header, Payload payload = {});
   void SendRaw(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id, std::string header,
-               std::string payload);
+               Payload payload);
   // Thread-safe; on_close runs once with `why`.
   void Close(const Status& why);
 
@@ -54,7 +54,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   struct OutFrame {
     std::string prefix;
-    std::string payload;
+    Payload payload;
+    size_t payload_sent = 0;  // by a partial send
+    std::string_view unsent_payload() const { return payload.view().substr(payload_sent); }
   };
 
   // The next frame, from bytes already read when they hold one. Frames

@@ -60,6 +60,27 @@ class Frame {
   size_t header_length_ = 0;
 };
 
+// The bytes sent after a frame's header: owned, or shared by several frames
+// (a chunk sent to each of its bricks, and kept in the mount's cache) so
+// that each does not copy it.
+class Payload {
+ public:
+  Payload() = default;
+  Payload(std::string bytes) : owned_(std::move(bytes)) {}  // NOLINT: implicit by design
+  Payload(const char* bytes) : owned_(bytes) {}              // NOLINT: implicit by design
+  Payload(std::shared_ptr<const std::string> shared) : shared_(std::move(shared)) {}  // NOLINT: implicit by design
+  std::string_view view() const { return shared_ ? std::string_view(*shared_) : std::string_view(owned_); }
+  size_t size() const { return view().size(); }
+  void clear() {
+    owned_.clear();
+    shared_.reset();
+  }
+
+ private:
+  std::string owned_;
+  std::shared_ptr<const std::string> shared_;
+};
+
 // Encodes the length field, fixed part and header; the payload is sent
 // after it as a separate buffer so that it is never copied.
 std::string EncodeFramePrefix(uint16_t method, uint16_t flags, int32_t status, uint64_t request_id,

@@ -155,7 +155,7 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
         ref->set_chunk_id(chunk.chunk_id);
         ref->set_pg(pg);
         ref->set_crc32c(chunk.crc32c);
-        ref->set_length(static_cast<uint32_t>(chunk.bytes.size()));
+        ref->set_length(static_cast<uint32_t>(chunk.bytes->size()));
         {
           std::lock_guard lock(round->mu);
           ++round->outstanding;
@@ -225,7 +225,7 @@ Status ChunkClient::PutChunks(const std::vector<ChunkToWrite>& chunks, std::vect
   // What was just written is what is read next (a delivered message, an
   // index): the kernel keeps the whole pages it was given, but rereads a
   // file's partly written last page, which is then served from here.
-  for (const auto& chunk : chunks) cache_.Put(chunk.chunk_id, std::make_shared<const std::string>(chunk.bytes));
+  for (const auto& chunk : chunks) cache_.Put(chunk.chunk_id, chunk.bytes);
   return Status::Ok();
 }
 

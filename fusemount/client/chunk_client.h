@@ -72,7 +72,8 @@ ClusterSpace WritableSpace(const proto::ClusterMap& map, uint32_t write_quorum);
 
 struct ChunkToWrite {
   uint64_t chunk_id = 0;
-  std::string bytes;
+  // Shared by the puts to every brick of the chunk's group and the cache.
+  std::shared_ptr<const std::string> bytes;
   uint32_t crc32c = 0;
 };
 

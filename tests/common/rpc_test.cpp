@@ -312,6 +312,30 @@ TEST_F(RpcTest, FramesArrivingTogetherOrInPiecesAreEachReadWhole) {
   }
 }
 
+// A payload shared by several calls (a chunk put to each brick of its
+// group) goes out whole in each, including when the socket takes it in parts.
+TEST_F(RpcTest, OnePayloadSharedByManyCalls) {
+  auto client = Client();
+  std::string bytes(700000, '\0');
+  std::mt19937_64 rng(5);
+  for (auto& c : bytes) c = static_cast<char>(rng());
+  auto shared = std::make_shared<const std::string>(std::move(bytes));
+  std::vector<std::future<Result<Frame>>> futures;
+  for (int i = 0; i < 40; ++i) {
+    proto::StatChunkRequest request;
+    request.set_chunk_id(static_cast<uint64_t>(i));
+    futures.push_back(client->Call(kEcho, request, Payload(shared)));
+  }
+  for (auto& f : futures) {
+    auto result = f.get();
+    ASSERT_TRUE(result.ok()) << result.status().ToString();
+    EXPECT_TRUE(result->payload() == *shared);
+  }
+  // A sending thread may still be returning from its send when the reply is in.
+  for (int i = 0; i < 100 && shared.use_count() > 1; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(shared.use_count(), 1) << "sent frames let go of the payload";
+}
+
 TEST_F(RpcTest, ManyClientsAtOnce) {
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
