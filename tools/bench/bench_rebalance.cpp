@@ -59,6 +59,8 @@ struct Options {
   int repair_mbps = 24;     // brickd's default
   int move_mbps = 8;        // brickd's default
   std::vector<std::string> brick_args;  // more flags for every brick
+  std::vector<std::string> meta_args;   // more flags for meta
+  std::vector<std::string> mount_args;  // more flags for the mount
   int repair_workers = 0;   // 0: brickd's default
   bool skip_rsync = false;
   double load_seconds = 15;  // idle latency measurement
@@ -82,6 +84,8 @@ int RunRebalance(int argc, char** argv) {
                  "passed to every brick: MiB/s of --repair-mbps moves may take while clients write (0 = all)")
       ->capture_default_str();
   app.add_option("--brick-arg", o.brick_args, "one more flag for every brick (repeatable; e.g. --brick-arg=--x=1)");
+  app.add_option("--meta-arg", o.meta_args, "one more flag for meta (repeatable)");
+  app.add_option("--mount-arg", o.mount_args, "one more flag for the mount (repeatable)");
   app.add_flag("--keep-logs", o.keep_logs, "copy the daemons' logs to DIR/spool-bench-rebalance-logs.PID");
   app.add_flag("--timeline", o.timeline, "print each loaded phase's deliveries second by second");
   app.add_option("--load-seconds", o.load_seconds, "duration of the idle latency measurement")->capture_default_str();
@@ -133,6 +137,8 @@ int RunRebalance(int argc, char** argv) {
   config.brick_args = {"--repair-mbps", std::to_string(o.repair_mbps), "--move-mbps", std::to_string(o.move_mbps),
                        "--scrub-interval-hours", "0", "--gc-delay-ms", "2000"};
   config.brick_args.insert(config.brick_args.end(), o.brick_args.begin(), o.brick_args.end());
+  config.meta_args.insert(config.meta_args.end(), o.meta_args.begin(), o.meta_args.end());
+  config.mount_args = o.mount_args;
   if (o.keep_logs)
     cleanup.keep_logs_to = fs::absolute(o.dir).string() + "/spool-bench-rebalance-logs." + std::to_string(getpid());
   cleanup.cluster = std::make_unique<testing::LocalCluster>(config);
