@@ -57,7 +57,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   std::string cpu_policy = "batch";
   app.add_option("--cpu-policy", cpu_policy, spool::kCpuPolicyHelp)
-      ->capture_default_str()->check(CLI::IsMember({"batch", "normal"}));
+      ->capture_default_str()->check([](const std::string& name) {
+        auto policy = spool::ParseCpuPolicy(name);
+        return policy.ok() ? std::string() : policy.status().message();
+      });
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.repair.repair_bytes_per_sec = repair_mbps << 20;

@@ -49,15 +49,6 @@ class RecordCache {
     shard.records.erase(Key{pg, chunk_id});
   }
 
-  size_t size() {
-    size_t n = 0;
-    for (auto& shard : shards_) {
-      std::lock_guard lock(shard.mu);
-      n += shard.records.size();
-    }
-    return n;
-  }
-
  private:
   static constexpr size_t kShards = 16;
   struct Key {

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 namespace spool {
 
@@ -13,15 +14,13 @@ Result<CpuPolicy> ParseCpuPolicy(std::string_view name) {
   return Status::Error(EINVAL, "cpu policy '" + std::string(name) + "' is neither batch nor normal");
 }
 
-std::string CpuPolicyName(CpuPolicy policy) { return policy == CpuPolicy::kBatch ? "batch" : "normal"; }
-
 Status ApplyCpuPolicy(CpuPolicy policy) {
   sched_param param{};
   param.sched_priority = 0;
   // Linux: pid 0 is the calling thread; new threads inherit its policy.
   if (::sched_setscheduler(0, policy == CpuPolicy::kBatch ? SCHED_BATCH : SCHED_OTHER, &param) != 0) {
     const int error = errno;
-    return Status::Error(error, "set cpu policy " + CpuPolicyName(policy) + ": " + std::strerror(error));
+    return Status::Error(error, std::string("set cpu policy ") + (policy == CpuPolicy::kBatch ? "batch" : "normal") + ": " + std::strerror(error));
   }
   return Status::Ok();
 }

@@ -13,7 +13,6 @@
 // then waits for the running one's time slice (about a millisecond).
 #pragma once
 
-#include <string>
 #include <string_view>
 
 #include "common/status.h"
@@ -24,7 +23,6 @@ enum class CpuPolicy { kBatch, kNormal };
 
 // "batch" or "normal".
 Result<CpuPolicy> ParseCpuPolicy(std::string_view name);
-std::string CpuPolicyName(CpuPolicy policy);
 
 // Applies to the calling thread and to the threads it starts afterwards.
 // REQUIRES: called before the process starts its other threads.

@@ -42,7 +42,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "io threads")->capture_default_str()->check(CLI::Range(1, 64));
   std::string cpu_policy = "batch";
   app.add_option("--cpu-policy", cpu_policy, spool::kCpuPolicyHelp)
-      ->capture_default_str()->check(CLI::IsMember({"batch", "normal"}));
+      ->capture_default_str()->check([](const std::string& name) {
+        auto policy = spool::ParseCpuPolicy(name);
+        return policy.ok() ? std::string() : policy.status().message();
+      });
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.brick_down_after = std::chrono::milliseconds(down_ms);
